@@ -1,0 +1,80 @@
+"""T-Maze exactly as the AGaLiTe paper ran it (shared/AGALITE.md section 6).
+
+The agent starts at position 0 of a corridor of length `corridor_length` and must remember a cue that is
+shown on the first step only. At the junction (position L-1) it turns up or down: +4 for the turn the cue
+asked for, -1 for the other; every other step costs -0.1. The rest of the observation is an 8-bit Gray code
+of the current position and `n_distractors` random bits (zeros on the first step), so the cue is the only
+thing the agent has to remember.
+
+Observation (float32, size 2 + 8 + n_distractors):
+    [cue (2) | gray(position) (8) | distractors (n_distractors)]
+    cue: up = [0, 1], down = [1, 0] on the first step, [0, 0] afterwards.
+Actions: 0 up, 1 down, 2 left, 3 right.
+"""
+
+import gymnasium as gym
+import numpy as np
+
+UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
+POSITION_BITS = 8
+
+
+def gray_code(n: int, bits: int = POSITION_BITS) -> np.ndarray:
+    """Binary-reflected Gray code of n, most significant bit first, as a float32 vector of `bits` entries."""
+    g = n ^ (n >> 1)
+    return np.array([(g >> (bits - 1 - i)) & 1 for i in range(bits)], dtype=np.float32)
+
+
+class TMazeEnv(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(self, corridor_length: int = 10, n_distractors: int = 6, max_episode_steps: int = 1000):
+        if not 1 <= corridor_length <= 2**POSITION_BITS:
+            raise ValueError(
+                f"TMaze-v0: corridor_length={corridor_length} cannot be represented by the {POSITION_BITS}-bit "
+                f"position code; choose 1 <= corridor_length <= {2**POSITION_BITS}."
+            )
+        if n_distractors < 0:
+            raise ValueError(f"TMaze-v0: n_distractors must be >= 0, got {n_distractors}.")
+        if max_episode_steps < 1:
+            raise ValueError(f"TMaze-v0: max_episode_steps must be >= 1, got {max_episode_steps}.")
+        self.corridor_length = corridor_length
+        self.n_distractors = n_distractors
+        self.max_episode_steps = max_episode_steps
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (2 + POSITION_BITS + n_distractors,), np.float32)
+        self.action_space = gym.spaces.Discrete(4)
+
+    def _obs(self, first: bool) -> np.ndarray:
+        cue = np.zeros(2, np.float32)
+        distractors = np.zeros(self.n_distractors, np.float32)
+        if first:
+            cue[1 if self.goal_up else 0] = 1.0  # up = [0, 1], down = [1, 0]
+        else:
+            distractors = self.np_random.integers(0, 2, self.n_distractors).astype(np.float32)
+        return np.concatenate([cue, gray_code(self.position), distractors])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.goal_up = bool(self.np_random.integers(0, 2))
+        self.position = 0
+        self.t = 0
+        return self._obs(first=True), {}
+
+    def step(self, action):
+        action = int(action)
+        self.t += 1
+        reward, terminated, info = -0.1, False, {}
+        at_junction = self.position == self.corridor_length - 1
+        if action == LEFT:
+            self.position = max(self.position - 1, 0)
+        elif action == RIGHT:
+            self.position = min(self.position + 1, self.corridor_length - 1)
+        elif at_junction:  # up or down at the junction ends the episode
+            terminated = True
+            success = (action == UP) == self.goal_up
+            reward = 4.0 if success else -1.0
+            info["success"] = success
+        truncated = not terminated and self.t >= self.max_episode_steps
+        if truncated:
+            info["success"] = False
+        return self._obs(first=False), reward, terminated, truncated, info
