@@ -1,0 +1,150 @@
+"""T-Maze dynamics: the task must be exactly the paper's (shared/AGALITE.md section 6)."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401  (registers TMaze-v0)
+from envs.tmaze import DOWN, LEFT, RIGHT, UP, gray_code
+
+
+def make(**kwargs):
+    return gym.make("TMaze-v0", **kwargs)
+
+
+def cue_of(obs):
+    return obs[:2]
+
+
+def test_observation_layout_and_cue_only_on_first_step():
+    env = make(corridor_length=5, n_distractors=6)
+    assert env.observation_space.shape == (16,)
+    obs, _ = env.reset(seed=0)
+    assert cue_of(obs).sum() == 1.0  # exactly one cue bit is set
+    assert np.all(obs[10:] == 0)  # no distractors on the first step
+    for _ in range(20):
+        obs, *_ = env.step(RIGHT)
+        assert np.all(cue_of(obs) == 0)
+
+
+def test_cue_encodes_the_rewarded_turn():
+    for seed in range(20):
+        env = make(corridor_length=3)
+        obs, _ = env.reset(seed=seed)
+        turn = UP if np.array_equal(cue_of(obs), [0, 1]) else DOWN
+        assert np.array_equal(cue_of(obs), [0, 1]) or np.array_equal(cue_of(obs), [1, 0])
+        for _ in range(2):
+            env.step(RIGHT)
+        _, reward, terminated, truncated, info = env.step(turn)
+        assert (reward, terminated, truncated, info["success"]) == (4.0, True, False, True)
+
+
+def test_gray_code_of_position():
+    assert np.array_equal(gray_code(0), np.zeros(8))
+    codes = [gray_code(n) for n in range(256)]
+    # consecutive positions differ in exactly one bit, and all 256 codes are distinct
+    assert all(np.abs(codes[n + 1] - codes[n]).sum() == 1 for n in range(255))
+    assert len({c.tobytes() for c in codes}) == 256
+    assert np.array_equal(gray_code(5), [0, 0, 0, 0, 0, 1, 1, 1])  # 5 = 101b -> gray 111b
+    env = make(corridor_length=20)
+    env.reset(seed=0)
+    for pos in range(1, 25):
+        obs, *_ = env.step(RIGHT)
+        assert np.array_equal(obs[2:10], gray_code(min(pos, 19)))  # clipped at the junction
+
+
+def test_distractors_are_random_bits():
+    env = make(corridor_length=50, n_distractors=6)
+    env.reset(seed=0)
+    bits = np.array([env.step(LEFT)[0][10:] for _ in range(400)])
+    assert set(np.unique(bits)) == {0.0, 1.0}
+    assert 0.4 < bits.mean() < 0.6
+    assert make(n_distractors=0).observation_space.shape == (10,)
+
+
+def test_rewards_and_junction():
+    env = make(corridor_length=4)
+    obs, _ = env.reset(seed=3)
+    wrong = DOWN if np.array_equal(cue_of(obs), [0, 1]) else UP
+    # up/down in the corridor is a no-op costing -0.1
+    obs, reward, terminated, _, _ = env.step(wrong)
+    assert (reward, terminated) == (-0.1, False)
+    assert np.array_equal(obs[2:10], gray_code(0))
+    # left at the start stays put
+    obs, reward, *_ = env.step(LEFT)
+    assert reward == -0.1 and np.array_equal(obs[2:10], gray_code(0))
+    for _ in range(3):
+        _, reward, terminated, _, _ = env.step(RIGHT)
+        assert (reward, terminated) == (-0.1, False)
+    _, reward, terminated, truncated, info = env.step(wrong)
+    assert (reward, terminated, truncated, info["success"]) == (-1.0, True, False, False)
+
+
+def test_truncation_at_max_steps():
+    env = make(corridor_length=5)
+    env.reset(seed=0)
+    for t in range(1, 1001):
+        _, reward, terminated, truncated, info = env.step(LEFT)
+        assert not terminated
+        assert truncated == (t == 1000)
+    assert info["success"] is False
+
+
+def test_seeding_is_deterministic():
+    def rollout(seed):
+        env = make(corridor_length=8)
+        out = [env.reset(seed=seed)[0]]
+        rng = np.random.default_rng(0)
+        for _ in range(30):
+            obs, *_, term, trunc, _ = env.step(int(rng.integers(4)))
+            out.append(obs)
+            if term or trunc:
+                out.append(env.reset()[0])
+        return np.array(out)
+
+    assert np.array_equal(rollout(7), rollout(7))
+    assert not np.array_equal(rollout(7), rollout(8))
+
+
+def test_scripted_optimal_policy_gets_the_best_return():
+    length = 12
+    env = make(corridor_length=length)
+    for seed in range(10):
+        obs, _ = env.reset(seed=seed)
+        turn = UP if np.array_equal(cue_of(obs), [0, 1]) else DOWN
+        total, done = 0.0, False
+        while not done:
+            at_junction = np.array_equal(obs[2:10], gray_code(length - 1))
+            obs, reward, terminated, truncated, info = env.step(turn if at_junction else RIGHT)
+            total += reward
+            done = terminated or truncated
+        assert info["success"]
+        assert total == pytest.approx(4.0 - 0.1 * (length - 1))
+
+
+def test_bad_corridor_length_is_refused_clearly():
+    with pytest.raises(ValueError, match="8-bit position code"):
+        make(corridor_length=300)
+    with pytest.raises(ValueError, match="8-bit position code"):
+        make(corridor_length=0)
+
+
+def test_unknown_env_id_and_kwargs_are_refused_clearly():
+    with pytest.raises(ValueError, match="unknown env id 'NoSuchEnv-v0'"):
+        envs.make_envs("NoSuchEnv-v0", 1, 0)
+    with pytest.raises(ValueError, match="does not accept --env-kwargs"):
+        envs.make_envs("TMaze-v0", 1, 0, '{"corridor_lenght": 5}')
+    with pytest.raises(ValueError, match="JSON object"):
+        envs.make_envs("TMaze-v0", 1, 0, "corridor_length=5")
+
+
+def test_vector_env_reports_episode_and_success():
+    vec = envs.make_envs("TMaze-v0", 2, 0, '{"corridor_length": 2}')
+    obs, _ = vec.reset(seed=0)
+    turns = np.where(obs[:, 1] == 1, UP, DOWN)
+    vec.step(np.array([RIGHT, RIGHT]))
+    _, rewards, terminations, _, infos = vec.step(turns)
+    assert np.all(terminations) and np.allclose(rewards, 4.0)
+    for info in infos["final_info"]:
+        assert info["success"] is True
+        assert info["episode"]["l"][0] == 2 and info["episode"]["r"][0] == pytest.approx(3.9)
