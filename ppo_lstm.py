@@ -113,7 +113,8 @@ def check_args(args):
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
-    torch.nn.init.constant_(layer.bias, bias_const)
+    if layer.bias is not None:
+        torch.nn.init.constant_(layer.bias, bias_const)
     return layer
 
 
@@ -214,13 +215,7 @@ def evaluate(model_path, eval_episodes, device, capture_video=False, run_name="e
 
 
 if __name__ == "__main__":
-    args = check_args(tyro.cli(Args))
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+    args = tyro.cli(Args)
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -229,10 +224,21 @@ if __name__ == "__main__":
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    # env setup
-    envs = envs_lib.make_envs(args.env_id, args.num_envs, args.seed, args.env_kwargs, False, run_name)
-    agent = Agent(envs.single_observation_space, envs.single_action_space, args).to(device)
+    # env setup; bad input (env id, env kwargs, spaces, sizes) stops here with a message, not a traceback
+    try:
+        args = check_args(args)
+        envs = envs_lib.make_envs(args.env_id, args.num_envs, args.seed, args.env_kwargs, False, "train")
+        agent = Agent(envs.single_observation_space, envs.single_action_space, args).to(device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
 
     # ALGO Logic: Storage setup
     obs_space = envs.single_observation_space

@@ -19,8 +19,8 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 
 
 class FlatEncoder(nn.Module):
-    def forward(self, x):  # (N, *obs_shape) -> (N, prod(obs_shape))
-        return x.float().flatten(1)
+    def forward(self, x):  # (N, *obs_shape) -> (N, prod(obs_shape)); keeps float64 inputs float64 for tests
+        return (x if x.is_floating_point() else x.float()).flatten(1)
 
 
 class ImageEncoder(nn.Module):

@@ -1,0 +1,202 @@
+"""Behaviour every ppo_*.py script must share: the memory model's chunked (training) forward equals
+step-by-step acting, episode starts forget the past, gradients reach every parameter, a short training
+run writes the shared TensorBoard keys, and bad input stops with a clear message."""
+
+import glob
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+
+# Small model sizes per script, so that the tests run in seconds on a 2-core CPU.
+SMALL = {
+    "ppo_lstm": {"d_model": 16, "lstm_hidden": 24},
+    "ppo_agalite": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_ffc": 16, "eta": 3, "r": 3},
+}
+SCRIPTS = sorted(SMALL)
+
+OBS_SPACE = gym.spaces.Box(0.0, 1.0, (7,), np.float32)
+ACTION_SPACE = gym.spaces.MultiDiscrete([3, 2])
+
+
+def make_agent(script, dtype=torch.float64, seed=0):
+    module = importlib.import_module(script)
+    torch.manual_seed(seed)
+    args = module.Args(**SMALL[script])
+    return module, module.Agent(OBS_SPACE, ACTION_SPACE, args).to(dtype)
+
+
+def run_steps(agent, x, state, done, action):
+    """Step-by-step acting: T calls with T = 1."""
+    outputs = []
+    for t in range(x.shape[0]):
+        out = agent.get_action_and_value(x[t : t + 1], state, done[t : t + 1], action[t : t + 1])
+        outputs.append(out[1:4])
+        state = out[4]
+    return [torch.cat(parts) for parts in zip(*outputs)], state
+
+
+def warm_state(agent, B, seed, T=9):
+    """A non-trivial memory state: the state after T random steps."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(T, B, 7, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        return agent.memory(x, agent.initial_state(B, "cpu"), torch.zeros(T, B, dtype=torch.float64))[1]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_chunked_forward_equals_step_by_step(script):
+    _, agent = make_agent(script)
+    T, B = 21, 4
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(T, B, 7, generator=g, dtype=torch.float64)
+    done = (torch.rand(T, B, generator=g) < 0.15).double()
+    done[0, 0], done[5, 1], done[20, 2] = 1.0, 1.0, 1.0  # episode starts at the start, inside and at the end
+    action = torch.stack([torch.randint(0, 3, (T, B), generator=g), torch.randint(0, 2, (T, B), generator=g)], -1)
+    state = warm_state(agent, B, seed=2)
+    with torch.no_grad():
+        _, logprob, entropy, value, chunk_state = agent.get_action_and_value(x, state, done, action)
+        (step_logprob, step_entropy, step_value), step_state = run_steps(agent, x, state, done, action)
+    torch.testing.assert_close(logprob, step_logprob, rtol=0, atol=1e-10)
+    torch.testing.assert_close(entropy, step_entropy, rtol=0, atol=1e-10)
+    torch.testing.assert_close(value, step_value, rtol=0, atol=1e-10)
+    for a, b in zip(chunk_state, step_state):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_chunked_forward_equals_step_by_step_float32(script):
+    """The same in float32; documented tolerance 1e-5 (measured: about 1e-6)."""
+    _, agent = make_agent(script, dtype=torch.float32)
+    T, B = 64, 3
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(T, B, 7, generator=g)
+    done = (torch.rand(T, B, generator=g) < 0.05).float()
+    action = torch.stack([torch.randint(0, 3, (T, B), generator=g), torch.randint(0, 2, (T, B), generator=g)], -1)
+    state = agent.initial_state(B, "cpu")
+    with torch.no_grad():
+        _, logprob, _, value, _ = agent.get_action_and_value(x, state, done, action)
+        (step_logprob, _, step_value), _ = run_steps(agent, x, state, done, action)
+    torch.testing.assert_close(logprob, step_logprob, rtol=0, atol=1e-5)
+    torch.testing.assert_close(value, step_value, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_episode_start_forgets_the_past(script):
+    """After an episode start, outputs do not depend on the memory carried in or the inputs before it."""
+    _, agent = make_agent(script)
+    T, B, start = 12, 2, 5
+    g = torch.Generator().manual_seed(4)
+    x1 = torch.rand(T, B, 7, generator=g, dtype=torch.float64)
+    x2 = x1.clone()
+    x2[:start] = torch.rand(start, B, 7, generator=g, dtype=torch.float64)  # a different past
+    done = torch.zeros(T, B, dtype=torch.float64)
+    done[start] = 1.0
+    with torch.no_grad():
+        h1, _ = agent.memory(x1, warm_state(agent, B, seed=5), done)
+        h2, _ = agent.memory(x2, warm_state(agent, B, seed=6), done)
+    assert not torch.allclose(h1[:start], h2[:start])  # the past did matter before the reset
+    torch.testing.assert_close(h1[start:], h2[start:], rtol=0, atol=1e-12)
+    # and acting from a reset equals acting from the initial (zero) state
+    with torch.no_grad():
+        h3, _ = agent.memory(x1[start:], agent.initial_state(B, "cpu"), torch.zeros(T - start, B, dtype=torch.float64))
+    if script != "ppo_agalite":  # AGaLiTe's oscillator tick keeps counting across episodes (as the release does)
+        torch.testing.assert_close(h1[start:], h3, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_gradient_reaches_every_parameter(script):
+    _, agent = make_agent(script, dtype=torch.float32)
+    T, B = 10, 3
+    x = torch.rand(T, B, 7)
+    done = torch.zeros(T, B)
+    done[4, 1] = 1.0
+    action = torch.zeros(T, B, 2, dtype=torch.long)
+    _, logprob, entropy, value, _ = agent.get_action_and_value(x, agent.initial_state(B, "cpu"), done, action)
+    (logprob.sum() + entropy.sum() + value.sum()).backward()
+    for name, param in agent.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_state_tensors_have_the_batch_in_dim_1(script):
+    """The PPO loop selects sequences from stored states with s[:, idx]."""
+    _, agent = make_agent(script)
+    for batch in (1, 5):
+        for tensor in agent.initial_state(batch, "cpu"):
+            assert tensor.shape[1] == batch
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_unsupported_spaces_are_refused_clearly(script):
+    module = importlib.import_module(script)
+    args = module.Args(**SMALL[script])
+    with pytest.raises(ValueError, match="unsupported observation space"):
+        module.Agent(gym.spaces.Box(0, 1, (4, 4), np.float32), ACTION_SPACE, args)
+    with pytest.raises(ValueError, match="unsupported action space"):
+        module.Agent(OBS_SPACE, gym.spaces.Box(-1, 1, (2,), np.float32), args)
+
+
+def cli(script, **kwargs):
+    args = [sys.executable, os.path.join(ROOT, f"{script}.py")]
+    for key, value in {**SMALL[script], **kwargs}.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+SHARED_KEYS = [
+    "charts/episodic_return", "charts/episodic_length", "charts/success_rate", "charts/SPS", "charts/learning_rate",
+    "losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
+    "losses/explained_variance",
+]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_two_update_training_run_writes_the_shared_logs(script, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cmd = cli(
+        script, total_timesteps=128, num_envs=4, num_steps=16, seq_len=8, num_minibatches=4, update_epochs=2,
+        env_kwargs=json.dumps({"corridor_length": 2}), save_model=True, eval_episodes=3, cuda=False,
+    )
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "eval over 3 episodes" in result.stdout
+    (run_dir,) = glob.glob(str(tmp_path / "runs" / f"TMaze-v0__{script}__1__*"))
+    events = EventAccumulator(run_dir)
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    for key in SHARED_KEYS:
+        assert key in tags, f"{key} missing from {tags}"
+    assert [e.step for e in events.Scalars("charts/SPS")] == [64, 128]  # two updates of 4 envs x 16 steps
+    assert "hyperparameters/text_summary" in events.Tags()["tensors"]
+    assert glob.glob(os.path.join(run_dir, f"{script}.cleanrl_model"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"env_id": "NoSuchEnv-v0"}, "unknown env id 'NoSuchEnv-v0'"),
+        ({"env_kwargs": json.dumps({"corridor_length": 999})}, "8-bit position code"),
+        ({"num_minibatches": 3}, "must divide the number of training sequences"),
+        ({"env_id": "Pendulum-v1"}, "unsupported action space"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(script, kwargs, message, tmp_path):
+    result = subprocess.run(cli(script, **{"num_envs": 2, "num_minibatches": 2, **kwargs}), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
