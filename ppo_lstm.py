@@ -97,6 +97,8 @@ class Args:
 
 def check_args(args):
     """Fills the runtime fields; refuses inconsistent sizes with a message instead of a shape error later."""
+    if args.capture_video and not args.save_model:
+        raise ValueError("--capture-video records the evaluation of the saved model: use it with --save-model")
     args.seq_len = args.seq_len or args.num_steps
     if args.num_steps % args.seq_len:
         raise ValueError(f"--num-steps ({args.num_steps}) must be a multiple of --seq-len ({args.seq_len})")

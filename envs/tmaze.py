@@ -26,9 +26,9 @@ def gray_code(n: int, bits: int = POSITION_BITS) -> np.ndarray:
 
 
 class TMazeEnv(gym.Env):
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 8}
 
-    def __init__(self, corridor_length: int = 10, n_distractors: int = 6, max_episode_steps: int = 1000):
+    def __init__(self, corridor_length: int = 10, n_distractors: int = 6, max_episode_steps: int = 1000, render_mode=None):
         if not 1 <= corridor_length <= 2**POSITION_BITS:
             raise ValueError(
                 f"TMaze-v0: corridor_length={corridor_length} cannot be represented by the {POSITION_BITS}-bit "
@@ -43,6 +43,7 @@ class TMazeEnv(gym.Env):
         self.max_episode_steps = max_episode_steps
         self.observation_space = gym.spaces.Box(0.0, 1.0, (2 + POSITION_BITS + n_distractors,), np.float32)
         self.action_space = gym.spaces.Discrete(4)
+        self.render_mode = render_mode
 
     def _obs(self, first: bool) -> np.ndarray:
         cue = np.zeros(2, np.float32)
@@ -78,3 +79,15 @@ class TMazeEnv(gym.Env):
         if truncated:
             info["success"] = False
         return self._obs(first=False), reward, terminated, truncated, info
+
+    def render(self):
+        """A 3-row picture of the maze for videos: corridor in the middle row, the two arms at the junction
+        (the rewarded one green), the agent red; 8 pixels a cell."""
+        if self.render_mode != "rgb_array":
+            return None
+        cells = np.zeros((3, self.corridor_length, 3), np.uint8)
+        cells[1, :] = 200  # corridor
+        goal_row, wrong_row = (0, 2) if self.goal_up else (2, 0)
+        cells[goal_row, -1], cells[wrong_row, -1] = (0, 200, 0), (120, 120, 120)
+        cells[1, self.position] = (220, 0, 0)
+        return np.kron(cells, np.ones((8, 8, 1), np.uint8))

@@ -148,3 +148,13 @@ def test_vector_env_reports_episode_and_success():
     for info in infos["final_info"]:
         assert info["success"] is True
         assert info["episode"]["l"][0] == 2 and info["episode"]["r"][0] == pytest.approx(3.9)
+
+
+def test_render_draws_the_agent_in_the_corridor():
+    env = make(corridor_length=6, render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (24, 48, 3) and frame.dtype == np.uint8
+    assert tuple(frame[12, 4]) == (220, 0, 0)  # agent at position 0, middle row
+    env.step(RIGHT)
+    assert tuple(env.render()[12, 12]) == (220, 0, 0)
