@@ -1,0 +1,183 @@
+"""Final performance against a swept value (e.g. T-Maze corridor length): one line per architecture.
+
+The final value of a run is the mean of the last `--final-frac` of its logged points (default the last 10%)
+of `charts/success_rate` (`--metric success`) or `charts/episodic_return` (`--metric return`). Each point of a
+line is the mean of that final value over the seeds, with a 95% confidence interval of the mean as error bars:
+percentile bootstrap over seeds by default (`--ci bootstrap`), or Student's t (`--ci t`); the caption says
+which. The individual seeds are drawn as small dots. Writes `<out>.png` and `<out>.pdf`.
+
+Two sources:
+* event files (default): every run under `--runs-dir` passing `--filter`; the x value is the env kwarg (or
+  hyperparameter) `--x-key`; the line is the exp_name with the sweep suffix `_L<number>` and the prefixes
+  in `--strip-prefixes` removed (ppo_agalite -> agalite, sweep_lstm_L60 -> lstm). Runs without the x key
+  (e.g. the default corridor, env_kwargs {}) are left out with a note.
+* the summary CSV of benchmarks/tmaze_sweep.py (`--csv`): columns script, <x-key>, seed, final_success,
+  final_return; final values as the sweep runner computed them; `--filter` applies to the CSV's columns.
+
+Usage:
+    python plots/sweep_plot.py --runs-dir runs --x-key corridor_length --metric success --out plots/results/tmaze_sweep
+    python plots/sweep_plot.py --csv runs/sweep_summary.csv --metric return --ci t --out plots/results/tmaze_sweep_return
+"""
+import csv
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import List, Literal, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import numpy as np
+import tyro
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tb_runs  # noqa: E402  (plots/tb_runs.py, next to this file)
+
+METRICS = {"success": ("charts/success_rate", "final_success", "final success rate"),
+           "return": ("charts/episodic_return", "final_return", "final episodic return")}
+
+
+@dataclass
+class Args:
+    runs_dir: str = "runs"
+    """folder holding the runs (searched recursively for TensorBoard event files)"""
+    csv: Optional[str] = None
+    """read this sweep summary CSV (benchmarks/tmaze_sweep.py) instead of the event files"""
+    x_key: str = "corridor_length"
+    """the swept value: an env kwarg (or hyperparameter) of the runs, or a column of the CSV"""
+    metric: Literal["success", "return"] = "success"
+    """final success rate (charts/success_rate) or final episodic return (charts/episodic_return)"""
+    final_frac: float = 0.1
+    """final value of a run = mean of this last fraction of its logged points (event files only)"""
+    filter: List[str] = field(default_factory=list)
+    """key=value filters, all after one --filter, e.g. --filter env_id=TMaze-v0 seed=1 seed=2 (CSV: column=value)"""
+    strip_prefixes: List[str] = field(default_factory=lambda: ["ppo_", "sweep_"])
+    """prefixes removed from exp_names to name the lines (event files only)"""
+    ci: Literal["bootstrap", "t"] = "bootstrap"
+    """confidence interval of the mean over seeds: percentile bootstrap or Student t (both 95%)"""
+    n_boot: int = 2000
+    """bootstrap resamples"""
+    logx: bool = False
+    """log-scale x axis"""
+    out: str = "plots/results/sweep"
+    """output path without extension: <out>.png and <out>.pdf are written"""
+
+
+def line_name(exp_name, prefixes):
+    """sweep_agalite_L60 -> agalite, ppo_lstm -> lstm (with the default prefixes)."""
+    name = re.sub(r"_L\d+$", "", exp_name)
+    for prefix in prefixes:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            name = name[len(prefix):]
+    return name
+
+
+def as_number(value, where):
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} (in {where}) is not a number: the swept value and final values must be numeric") from None
+
+
+def points_from_runs(args):
+    """[(line, x, seed, final value)] from the event files."""
+    tag = METRICS[args.metric][0]
+    runs = tb_runs.load_runs(args.runs_dir, tb_runs.parse_filters(args.filter))
+    points, no_x, no_tag = [], [], []
+    for run in runs:
+        x = tb_runs.run_field(run, args.x_key)
+        if x is None:
+            no_x.append(run["dir"])
+            continue
+        if tag not in run["scalars"] or len(run["scalars"][tag][1]) == 0:
+            no_tag.append(run["dir"])
+            continue
+        others = {k: v for k, v in run["env_kwargs"].items() if k != args.x_key}
+        env = run["env_id"] + (f" {json.dumps(others, sort_keys=True)}" if others else "")
+        value = tb_runs.final_value(run["scalars"][tag][1], args.final_frac)
+        points.append(((env, line_name(run["exp_name"], args.strip_prefixes)), as_number(x, run["dir"]), run["seed"], value))
+    if no_x:
+        print(f"note: {len(no_x)} run(s) have no {args.x_key!r} in env_kwargs or hyperparameters; left out: {no_x}")
+    if no_tag:
+        print(f"note: {len(no_tag)} run(s) logged no {tag!r}; left out: {no_tag}")
+    if not points:
+        raise ValueError(f"no run under {args.runs_dir!r} has both {args.x_key!r} and {tag!r}")
+    return points
+
+
+def points_from_csv(args):
+    """[(line, x, seed, final value)] from the sweep summary CSV."""
+    column = METRICS[args.metric][1]
+    if not os.path.isfile(args.csv):
+        raise ValueError(f"CSV {args.csv!r} does not exist")
+    with open(args.csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"CSV {args.csv!r} has no rows")
+    missing = [c for c in ("script", args.x_key, "seed", column) if c not in rows[0]]
+    if missing:
+        raise ValueError(f"CSV {args.csv!r} lacks the column(s) {missing}; it has {list(rows[0])}")
+    filters = tb_runs.parse_filters(args.filter)
+    for key in filters:
+        if key not in rows[0]:
+            raise ValueError(f"filter key {key!r} is not a column of {args.csv!r}: {list(rows[0])}")
+    rows = [r for r in rows if all(r[k] in allowed for k, allowed in filters.items())]
+    points = [(("", r["script"]), as_number(r[args.x_key], args.csv), r["seed"], as_number(r[column], args.csv)) for r in rows if r[column] not in ("", "nan")]
+    if len(points) < len(rows):
+        print(f"note: {len(rows) - len(points)} row(s) have no {column}; left out")
+    if not points:
+        raise ValueError(f"no row of {args.csv!r} (after the filters) has a value in {column!r}")
+    return points
+
+
+def main(args):
+    """Draws the figure; returns the paths written. Raises ValueError on bad input."""
+    if not 0 < args.final_frac <= 1:
+        raise ValueError("--final-frac must be in (0, 1]")
+    points = points_from_csv(args) if args.csv else points_from_runs(args)
+    lines = sorted({p[0] for p in points})
+    several_envs = len({env for env, _ in lines}) > 1
+    fig, ax = plt.subplots(figsize=(6, 4))
+    print(f"{'line':<30} {args.x_key:>16} {'n':>3} {'mean':>8} {'ci_low':>8} {'ci_high':>8}")
+    for i, line in enumerate(lines):
+        color = plt.cm.tab10(i % 10)
+        label = f"{line[1]} [{line[0]}]" if several_envs else line[1]
+        xs = sorted({p[1] for p in points if p[0] == line})
+        means, lows, highs, ns = [], [], [], []
+        for x in xs:
+            values = np.array([p[3] for p in points if p[0] == line and p[1] == x])
+            mean, low, high = tb_runs.mean_ci(values, args.ci, n_boot=args.n_boot)
+            means.append(mean), lows.append(low), highs.append(high), ns.append(len(values))
+            ax.scatter(np.full(len(values), x), values, color=color, s=10, alpha=0.4, linewidth=0)
+            print(f"{label:<30} {x:>16g} {len(values):>3} {mean:>8.3f} {low:>8.3f} {high:>8.3f}")
+        means, lows, highs = np.array(means), np.array(lows), np.array(highs)
+        n_text = f"n={ns[0]}" if len(set(ns)) == 1 else f"n={min(ns)}-{max(ns)}"
+        ax.errorbar(xs, means, yerr=[means - lows, highs - means], color=color, marker="o", capsize=4, label=f"{label} ({n_text})")
+    name = METRICS[args.metric][2]
+    ax.set_xlabel(args.x_key.replace("_", " "))
+    ax.set_ylabel(name)
+    if args.metric == "success":
+        ax.set_ylim(-0.03, 1.03)
+    if args.logx:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    how = "as in the sweep CSV" if args.csv else f"mean of the last {args.final_frac:.0%} of each run's logged points"
+    caption = (f"Final value: {how}. Points: mean over seeds (n in the legend); error bars: "
+               f"{tb_runs.ci_caption(args.ci, n_boot=args.n_boot)}; dots: single seeds.")
+    fig.tight_layout()
+    fig.text(0.5, 0, caption, ha="center", va="top", fontsize=7, wrap=True)
+    paths = tb_runs.save_figure(fig, args.out)
+    plt.close(fig)
+    print("wrote " + " and ".join(paths))
+    return paths
+
+
+if __name__ == "__main__":
+    try:
+        main(tyro.cli(Args))
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")

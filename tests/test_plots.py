@@ -1,0 +1,290 @@
+"""plots/learning_curves.py, plots/sweep_plot.py (and plots/tb_runs.py) on small synthetic TensorBoard runs,
+the confidence-interval math on known examples, and benchmarks/tmaze_sweep.py's resume logic with a stub
+script in place of the training scripts."""
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np
+import pytest
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load(relpath, name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relpath))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tb_runs = load("plots/tb_runs.py", "tb_runs")
+learning_curves = load("plots/learning_curves.py", "learning_curves")
+sweep_plot = load("plots/sweep_plot.py", "sweep_plot")
+tmaze_sweep = load("benchmarks/tmaze_sweep.py", "tmaze_sweep")
+
+STEP = 2048  # one PPO iteration of the default sizes
+POINTS = 30
+
+
+def plateau(exp_name, length, seed):
+    """Final success rate of a synthetic run: agalite solves both corridors, lstm loses the long one."""
+    base = 0.9 if exp_name == "ppo_agalite" else (0.5 if length == 10 else 0.3)
+    return base + 0.05 * (seed - 1)
+
+
+def write_run(runs_dir, exp_name, length, seed, unix_time, scale=1.0):
+    """A run as the scripts write it: directory name, hyperparameters table, the charts/ scalars."""
+    env_kwargs = json.dumps({"corridor_length": length})
+    writer = SummaryWriter(os.path.join(runs_dir, f"TMaze-v0__{exp_name}__{seed}__{unix_time}"))
+    params = {"exp_name": exp_name, "seed": seed, "env_id": "TMaze-v0", "env_kwargs": env_kwargs, "total_timesteps": STEP * POINTS}
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in params.items()))
+    for i in range(POINTS):
+        success = scale * plateau(exp_name, length, seed) * min(1.0, i / 10)  # ramps up, flat from point 10 on
+        writer.add_scalar("charts/success_rate", success, (i + 1) * STEP)
+        writer.add_scalar("charts/episodic_return", 5 * success - 1, (i + 1) * STEP)
+        writer.add_scalar("charts/SPS", 1000, (i + 1) * STEP)
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    """2 scripts x 2 corridor lengths x 2 seeds, plus an older duplicate of one run that must be ignored."""
+    root = str(tmp_path_factory.mktemp("runs"))
+    for exp_name in ("ppo_agalite", "ppo_lstm"):
+        for length in (10, 60):
+            for seed in (1, 2):
+                write_run(root, exp_name, length, seed, 1_700_000_100 + length)  # distinct dirs, as real runs' times are
+    write_run(root, "ppo_agalite", 60, 1, 1_700_000_000, scale=0.0)  # older: all zeros
+    return root
+
+
+def assert_figure_files(out):
+    for ext, magic in ((".png", b"\x89PNG"), (".pdf", b"%PDF")):
+        with open(out + ext, "rb") as f:
+            data = f.read()
+        assert data.startswith(magic) and len(data) > 2000, out + ext
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def test_t_interval_known_values():
+    # two-sided 95% Student t quantiles from tables
+    for df, expected in ((1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (10, 2.2281), (30, 2.0423)):
+        assert tb_runs.t_interval_factor(0.95, df) == pytest.approx(expected, abs=1e-4)
+    mean, low, high = tb_runs.mean_ci([1.0, 2.0, 3.0], "t")  # std 1, n 3: half-width 4.3027 / sqrt(3)
+    assert mean == 2.0
+    assert high - mean == pytest.approx(4.302653 / math.sqrt(3), abs=1e-5)
+    assert mean - low == pytest.approx(high - mean)
+
+
+def test_bootstrap_interval_known_values():
+    # two seeds 0 and 1: a resampled mean is 0, 0.5 or 1 (probabilities 1/4, 1/2, 1/4), so the 2.5% and 97.5%
+    # percentiles are 0 and 1
+    mean, low, high = tb_runs.mean_ci([0.0, 1.0], "bootstrap")
+    assert (mean, low, high) == (0.5, 0.0, 1.0)
+    # equal seeds: no spread; one seed: the band collapses onto the mean
+    mean, low, high = tb_runs.mean_ci(np.full((3, 4), 0.7), "bootstrap")
+    assert np.allclose(low, 0.7) and np.allclose(high, 0.7)
+    assert tb_runs.mean_ci([0.3], "t") == (0.3, 0.3, 0.3)
+    # columns are separate; reproducible; close to the t interval with many seeds
+    samples = np.random.default_rng(1).normal(size=(40, 2)) + np.array([0.0, 10.0])
+    mean, low, high = tb_runs.mean_ci(samples, "bootstrap")
+    again = tb_runs.mean_ci(samples, "bootstrap")
+    assert np.array_equal(low, again[1]) and np.array_equal(high, again[2])
+    _, t_low, t_high = tb_runs.mean_ci(samples, "t")
+    assert np.all(low < mean) and np.all(mean < high) and abs(mean[1] - 10) < 1
+    assert np.allclose(high - low, t_high - t_low, rtol=0.2)
+    with pytest.raises(ValueError, match="unknown CI method"):
+        tb_runs.mean_ci([1.0, 2.0], "normal")
+
+
+def test_smooth_final_and_hparams():
+    assert np.allclose(tb_runs.smooth([0, 2, 4, 6], 2), [0, 1, 3, 5])
+    assert np.allclose(tb_runs.smooth([0, 2, 4, 6], 1), [0, 2, 4, 6])
+    assert tb_runs.final_value(np.arange(1, 11), 0.2) == 9.5  # last 2 of 10
+    assert tb_runs.final_value(np.arange(1, 11), 0.25) == 9.0  # ceil(2.5) = last 3
+    assert tb_runs.final_value([4.0], 0.1) == 4.0
+    params = tb_runs.parse_hparams('|param|value|\n|-|-|\n|env_id|TMaze-v0|\n|env_kwargs|{"corridor_length": 60}|\n|seed|1|')
+    assert params == {"env_id": "TMaze-v0", "env_kwargs": '{"corridor_length": 60}', "seed": "1"}
+    assert tb_runs.parse_env_kwargs(params["env_kwargs"]) == {"corridor_length": 60}
+    assert tb_runs.parse_env_kwargs("{'corridor_length': 60}") == {"corridor_length": 60}
+    with pytest.raises(ValueError, match="key=value"):
+        tb_runs.parse_filters(["corridor_length"])
+
+
+# ---------------------------------------------------------------- reading runs
+
+
+def test_load_runs_identity_filters_and_duplicates(runs_dir):
+    notes = []
+    runs = tb_runs.load_runs(runs_dir, log=notes.append)
+    assert len(runs) == 8  # the older duplicate is dropped, with a note
+    assert len(notes) == 1 and "1700000000" in notes[0]
+    run = [r for r in runs if r["exp_name"] == "ppo_agalite" and r["env_kwargs"] == {"corridor_length": 60} and r["seed"] == "1"][0]
+    assert run["dir"].endswith("__1700000160")
+    steps, values = run["scalars"]["charts/success_rate"]
+    assert len(steps) == POINTS and steps[0] == STEP and values[-1] == pytest.approx(0.9)
+
+    filtered = tb_runs.load_runs(runs_dir, tb_runs.parse_filters(["corridor_length=60", "exp_name=ppo_lstm"]), log=notes.append)
+    assert {(r["exp_name"], r["env_kwargs"]["corridor_length"]) for r in filtered} == {("ppo_lstm", 60)}
+    with pytest.raises(ValueError, match="passes the filters"):
+        tb_runs.load_runs(runs_dir, tb_runs.parse_filters(["corridor_length=999"]), log=notes.append)
+    with pytest.raises(ValueError, match="does not exist"):
+        tb_runs.load_runs(os.path.join(runs_dir, "nope"))
+
+
+def test_no_runs_found(tmp_path):
+    with pytest.raises(ValueError, match="no TensorBoard runs found"):
+        learning_curves.main(learning_curves.Args(runs_dir=str(tmp_path), out=str(tmp_path / "x")))
+
+
+# ---------------------------------------------------------------- the plots
+
+
+def test_learning_curves(runs_dir, tmp_path, capsys):
+    out = str(tmp_path / "results" / "tmaze_curves")
+    args = tyro.cli(learning_curves.Args, args=["--runs-dir", runs_dir, "--smooth", "3", "--out", out])
+    assert learning_curves.main(args) == [out + ".png", out + ".pdf"]
+    assert_figure_files(out)
+    printed = capsys.readouterr().out
+    # one line per (env, metric, exp_name), mean over 2 seeds of the last (flat) points
+    assert "TMaze-v0 (corridor_length=60) | charts/success_rate | ppo_lstm (n=2): final mean 0.325" in printed
+    assert "TMaze-v0 (corridor_length=10) | charts/success_rate | ppo_agalite (n=2): final mean 0.925" in printed
+
+    # the band of one line: seeds 1 and 2 of lstm L60 differ by 0.05 once flat: the bootstrap band is their range
+    lstm60 = tb_runs.load_runs(runs_dir, tb_runs.parse_filters(["corridor_length=60", "exp_name=ppo_lstm"]))
+    line = learning_curves.line_over_seeds(lstm60, "charts/success_rate", 1, 50, "bootstrap", 2000)
+    assert line["n"] == 2 and line["grid"][0] == STEP and line["grid"][-1] == STEP * POINTS
+    assert line["low"][-1] == pytest.approx(0.3) and line["high"][-1] == pytest.approx(0.35)
+    assert learning_curves.line_over_seeds(lstm60, "charts/nothing", 1, 50, "t", 10) is None
+
+    # a filter and a tag no run has: only the known metrics are drawn; no known metric at all is an error
+    out2 = str(tmp_path / "filtered")
+    args = tyro.cli(learning_curves.Args, args=["--runs-dir", runs_dir, "--filter", "corridor_length=60", "--metrics", "charts/success_rate", "charts/missing", "--ci", "t", "--out", out2])
+    learning_curves.main(args)
+    assert_figure_files(out2)
+    assert "no run logged 'charts/missing'" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="logged any of"):
+        learning_curves.main(learning_curves.Args(runs_dir=runs_dir, metrics=["charts/missing"], out=out2))
+
+
+def test_sweep_plot_from_events(runs_dir, tmp_path):
+    args = sweep_plot.Args(runs_dir=runs_dir, out=str(tmp_path / "sweep"))
+    points = sweep_plot.points_from_runs(args)
+    finals = {}
+    for (env, line), x, seed, value in points:
+        assert env == "TMaze-v0"
+        finals.setdefault((line, x), []).append(value)
+    assert sorted(finals) == [("agalite", 10.0), ("agalite", 60.0), ("lstm", 10.0), ("lstm", 60.0)]
+    assert np.mean(finals[("lstm", 60.0)]) == pytest.approx(0.325)
+    assert sorted(finals[("agalite", 10.0)]) == pytest.approx([0.9, 0.95])
+    assert sweep_plot.main(args) == [str(tmp_path / "sweep.png"), str(tmp_path / "sweep.pdf")]
+    assert_figure_files(str(tmp_path / "sweep"))
+    with pytest.raises(ValueError, match="has both"):
+        sweep_plot.main(sweep_plot.Args(runs_dir=runs_dir, x_key="n_distractors", out=str(tmp_path / "x")))
+    assert sweep_plot.line_name("sweep_gtrxl_L120", ["ppo_", "sweep_"]) == "gtrxl"
+
+
+def test_sweep_plot_from_csv(tmp_path, capsys):
+    path = tmp_path / "summary.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=tmaze_sweep.CSV_COLUMNS)
+        writer.writeheader()
+        for script in ("agalite", "lstm"):
+            for length in (10, 60):
+                for seed in (1, 2):
+                    writer.writerow({"script": script, "corridor_length": length, "seed": seed,
+                                     "final_success": plateau("ppo_" + script, length, seed), "final_return": "",
+                                     "steps": 1000, "wall_time_s": 1.0, "run_dir": "runs/x"})
+    out = str(tmp_path / "from_csv")
+    sweep_plot.main(tyro.cli(sweep_plot.Args, args=["--csv", str(path), "--ci", "t", "--out", out]))
+    assert_figure_files(out)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("lstm")]
+    # lstm at 60: seeds 0.3 and 0.35: mean 0.325, t half-width 12.706 * 0.0354 / sqrt(2) = 0.318
+    assert rows[1] == ["lstm", "60", "2", "0.325", "0.007", "0.643"]
+    with pytest.raises(ValueError, match="no row"):
+        sweep_plot.main(sweep_plot.Args(csv=str(path), metric="return", out=out))
+    with pytest.raises(ValueError, match="not a column"):
+        sweep_plot.main(sweep_plot.Args(csv=str(path), filter=["arch=lstm"], out=out))
+
+
+# ---------------------------------------------------------------- the sweep runner
+
+STUB = '''"""Stands in for ppo_<script>.py: notes its call, writes a run as the scripts do, exits (3 with --fail)."""
+import json, os, sys, time
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+argv = sys.argv[1:]
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "calls.txt"), "a") as f:
+    f.write(json.dumps([os.path.basename(__file__)] + argv) + "\\n")
+if "--fail" in argv:
+    sys.exit(3)
+get = lambda key: argv[argv.index(key) + 1]
+writer = EventFileWriter(f"runs/{get('--env-id')}__{get('--exp-name')}__{get('--seed')}__{int(time.time())}")
+for i in range(10):
+    for tag, value in (("charts/success_rate", i / 10), ("charts/episodic_return", float(i))):
+        writer.add_event(Event(wall_time=time.time(), step=100 * (i + 1), summary=Summary(value=[Summary.Value(tag=tag, simple_value=value)])))
+writer.close()
+print("stub done")
+'''
+
+
+def test_sweep_runner_resumes(tmp_path):
+    scripts, work = tmp_path / "scripts", tmp_path / "work"
+    scripts.mkdir(), work.mkdir()
+    for name in ("agalite", "lstm"):
+        (scripts / f"ppo_{name}.py").write_text(STUB)
+
+    def sweep(names, extra=(), **kw):
+        args = tmaze_sweep.Args(scripts=names, lengths=[10], seeds=[1], total_timesteps=1000, jobs=2,
+                                workdir=str(work), script_dir=str(scripts), python_cmd=sys.executable, poll_s=0.05, **kw)
+        return tmaze_sweep.main(args, extra)
+
+    def calls():
+        return [json.loads(line) for line in (scripts / "calls.txt").read_text().splitlines()]
+
+    # first: agalite alone runs and is marked finished
+    assert sweep(["agalite"]) == {"ran": ["sweep_agalite_L10__1"], "skipped": [], "failed": []}
+    assert (work / "runs" / "sweep_logs" / "sweep_agalite_L10__1.done").is_file()
+    assert "stub done" in (work / "runs" / "sweep_logs" / "sweep_agalite_L10__1.log").read_text()
+
+    # again with lstm added: only the unfinished lstm run is started
+    assert sweep(["agalite", "lstm"]) == {"ran": ["sweep_lstm_L10__1"], "skipped": ["sweep_agalite_L10__1"], "failed": []}
+    assert [c[0] for c in calls()] == ["ppo_agalite.py", "ppo_lstm.py"]
+    last = calls()[-1]
+    assert last[last.index("--exp-name") + 1] == "sweep_lstm_L10" and last[last.index("--env-kwargs") + 1] == '{"corridor_length": 10}'
+    assert last[last.index("--total-timesteps") + 1] == "1000"
+
+    with open(work / "runs" / "sweep_summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["script"] for r in rows] == ["agalite", "lstm"]
+    assert rows[1]["final_success"] == "0.9" and rows[1]["final_return"] == "9.0" and rows[1]["steps"] == "1000"
+    assert rows[1]["run_dir"].startswith(os.path.join("runs", "TMaze-v0__sweep_lstm_L10__1__"))
+
+    # everything finished: nothing runs; other arguments for a finished run are refused before anything starts
+    assert sweep(["agalite", "lstm"])["ran"] == []
+    with pytest.raises(ValueError, match="other arguments"):
+        sweep(["agalite", "lstm"], extra=["--num-envs", "8"])
+    assert len(calls()) == 2
+
+    # a failing run gets no marker, so it runs again next time
+    assert sweep(["lstm"], extra=["--fail"], tag="bad")["failed"] == ["bad_lstm_L10__1"]
+    assert not (work / "runs" / "bad_logs" / "bad_lstm_L10__1.done").exists()
+    assert sweep(["lstm"], extra=["--fail"], tag="bad")["failed"] == ["bad_lstm_L10__1"]
+    assert len(calls()) == 4
+
+    with pytest.raises(ValueError, match="no ppo_<script>.py"):
+        sweep(["galite"])
