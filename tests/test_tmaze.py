@@ -158,3 +158,31 @@ def test_render_draws_the_agent_in_the_corridor():
     assert tuple(frame[12, 4]) == (220, 0, 0)  # agent at position 0, middle row
     env.step(RIGHT)
     assert tuple(env.render()[12, 12]) == (220, 0, 0)
+
+
+def test_exploration_probability_matches_a_random_policy_in_the_env():
+    """benchmarks/tmaze_exploration.py's exact chance agrees with random play in the real env."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("tmaze_exploration", f"{ROOT}/benchmarks/tmaze_exploration.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    length, limit, episodes = 8, 40, 600
+    env = make(corridor_length=length, max_episode_steps=limit)
+    rng = np.random.default_rng(0)
+    reached = 0
+    for seed in range(episodes):
+        env.reset(seed=seed)
+        for _ in range(limit):
+            action = int(rng.integers(4))
+            if env.unwrapped.position == length - 1 and action in (UP, DOWN):
+                action = RIGHT  # count arriving at the junction, not turning there
+            env.step(action)
+            if env.unwrapped.position == length - 1:
+                reached += 1
+                break
+    p = module.reach_probability(length, limit)
+    assert 0.1 < p < 0.9
+    assert abs(reached / episodes - p) < 4 * np.sqrt(p * (1 - p) / episodes)
