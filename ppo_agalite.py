@@ -152,6 +152,8 @@ def gated_scan(a, b, h0):
     near 1 or an episode starts (a_t = 0), so it equals the step-by-step recurrence up to float rounding.
     """
     T = b.shape[0]
+    if T == 1:  # acting: the recurrence itself
+        return a * h0 + b
     b = torch.cat([a[:1] * h0 + b[:1], b[1:]])  # fold the carried-in state into the first step
     padded = 1 << (T - 1).bit_length()  # the halving needs a power of two: pad with identity steps (a=1, b=0)
     if padded > T:
@@ -207,11 +209,12 @@ class AGaLiTeAttention(nn.Module):
         #   tilde_k_t[j] = (1 - gamma_t) tilde_k_{t-1}[j] + c_j(t) k'_t
         #   s_t          = (1 - gamma_t) s_{t-1} + k'_t
         keep = keep.view(T, B, 1, 1)
+        decay_v, decay_k = (1 - beta) * keep, (1 - gamma) * keep
         c = cos.view(T, B, 1, self.r, 1)
         tilde_k0, tilde_v0, s0 = state
-        tilde_v = gated_scan(((1 - beta) * keep).unsqueeze(-2), c * v_in.unsqueeze(-2), tilde_v0)  # (T, B, H, r, d)
-        tilde_k = gated_scan(((1 - gamma) * keep).unsqueeze(-2), c * k_in.unsqueeze(-2), tilde_k0)  # (T, B, H, r, eta*d)
-        s = gated_scan((1 - gamma) * keep, k_in, s0)  # (T, B, H, eta*d)
+        tilde_v = gated_scan(decay_v.unsqueeze(-2), c * v_in.unsqueeze(-2), tilde_v0)  # (T, B, H, r, d)
+        tilde_k = gated_scan(decay_k.unsqueeze(-2), c * k_in.unsqueeze(-2), tilde_k0)  # (T, B, H, r, eta*d)
+        s = gated_scan(decay_k, k_in, s0)  # (T, B, H, eta*d)
 
         # a_t = sum_j tilde_v_t[j] <tilde_k_t[j], query_t> / (2 r <s_t, query_t> + eps)
         scores = (tilde_k * query.unsqueeze(-2)).sum(-1, keepdim=True)  # (T, B, H, r, 1)
