@@ -20,6 +20,7 @@ from conftest import ROOT
 SMALL = {
     "ppo_lstm": {"d_model": 16, "lstm_hidden": 24},
     "ppo_agalite": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_ffc": 16, "eta": 3, "r": 3},
+    "ppo_gtrxl": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_ffc": 16, "memory_len": 6},
 }
 SCRIPTS = sorted(SMALL)
 

@@ -1,0 +1,562 @@
+# PPO with GTrXL (Gated Transformer-XL, Parisotto et al. 2019) as the memory: the transformer baseline of
+# AGaLiTe (Pramanik, Elelimy, Machado & White, TMLR 2024), in CleanRL's one-file style.
+# `diff ppo_agalite.py ppo_gtrxl.py` shows the memory model and how its state is carried; the PPO loop is the same.
+#
+# Each block is Transformer-XL attention (Dai et al. 2019): every step attends over the cached hidden
+# inputs of its layer for the last `memory_len` steps and over itself, with relative sinusoidal position
+# embeddings and the learned content and position biases `u` and `v` (Dai et al., section 3.3). The blocks
+# are GRU-gated and pre-LayerNorm exactly as ppo_agalite.py's (shared/AGALITE.md sections 3 and 4). Unlike
+# AGaLiTe's fixed-size state, the cache and the per-step cost grow with `memory_len`: that is the
+# comparison the paper makes.
+#
+# Recurrent PPO as the paper ran it: the memory state (here the cache) at the start of each training
+# sequence is stored during the rollout, steps never attend to an earlier episode (while acting and in
+# the training forward), and each sequence (by default the whole rollout) is replayed from its stored state.
+# Shapes: T = steps in a sequence, B = environments (or sequences) in a batch, k = action components,
+# M = memory_len, L = n_layers.
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+import tyro
+from torch.distributions.categorical import Categorical
+from torch.utils.tensorboard import SummaryWriter
+
+import envs as envs_lib
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda will be enabled when available"""
+    capture_video: bool = False
+    """whether to record videos of the evaluation episodes (image environments only; needs --save-model)"""
+    save_model: bool = False
+    """whether to save the model to `runs/{run_name}` and evaluate it at the end"""
+    eval_episodes: int = 10
+    """how many episodes the evaluation of the saved model runs"""
+
+    # Algorithm specific arguments
+    env_id: str = "TMaze-v0"
+    """the id of the environment (see README: TMaze-v0, MysteryPath-*, MemoryMaze-*, Craftax-*)"""
+    env_kwargs: str = "{}"
+    """JSON object of keyword arguments for the environment, e.g. '{"corridor_length": 60}'"""
+    total_timesteps: int = 300_000
+    """total timesteps of the experiments"""
+    learning_rate: float = 2.5e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 16
+    """the number of parallel game environments"""
+    num_steps: int = 128
+    """the number of steps to run in each environment per policy rollout"""
+    seq_len: int = 0
+    """truncated-BPTT length of a training sequence (0 = the whole rollout, as the paper did)"""
+    anneal_lr: bool = True
+    """Toggle learning rate annealing for policy and value networks"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 4
+    """the number of mini-batches (of whole sequences)"""
+    update_epochs: int = 4
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """Toggles advantages normalization"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
+    ent_coef: float = 0.01
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: Optional[float] = None
+    """the target KL divergence threshold"""
+
+    # Model specific arguments
+    n_layers: int = 4
+    """number of GRU-gated Transformer-XL blocks"""
+    d_model: int = 128
+    """width of the residual stream (the observation embedding and every block's output)"""
+    n_heads: int = 4
+    """attention heads per block (H)"""
+    d_head: int = 64
+    """size of each head's keys, queries and values (d)"""
+    d_ffc: int = 128
+    """hidden size of each block's feed-forward part"""
+    memory_len: int = 128
+    """past steps each step attends to (M): the cache of every layer's inputs (the paper's GTrXL-128)"""
+    gru_bias: float = 2.0
+    """initial bias b_g of the GRU gates (2: each block starts close to the identity map)"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+def check_args(args):
+    """Fills the runtime fields; refuses inconsistent sizes with a message instead of a shape error later."""
+    if args.capture_video and not args.save_model:
+        raise ValueError("--capture-video records the evaluation of the saved model: use it with --save-model")
+    args.seq_len = args.seq_len or args.num_steps
+    if args.num_steps % args.seq_len:
+        raise ValueError(f"--num-steps ({args.num_steps}) must be a multiple of --seq-len ({args.seq_len})")
+    num_seqs = args.num_envs * (args.num_steps // args.seq_len)
+    if num_seqs % args.num_minibatches:
+        raise ValueError(f"--num-minibatches ({args.num_minibatches}) must divide the number of training sequences, num_envs * num_steps / seq_len = {num_seqs}")
+    args.batch_size = args.num_envs * args.num_steps
+    args.minibatch_size = args.batch_size // args.num_minibatches
+    args.num_iterations = args.total_timesteps // args.batch_size
+    if args.num_iterations < 1:
+        raise ValueError(f"--total-timesteps ({args.total_timesteps}) is smaller than one rollout, num_envs * num_steps = {args.batch_size}")
+    return args
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    if layer.bias is not None:
+        torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def sinusoid_embedding(n_positions, dim):
+    """Sinusoidal embeddings R_0 .. R_{n-1} of the relative distances 0 .. n-1 (Vaswani et al. 2017, as used by
+    Transformer-XL): (n, dim), sines of all frequencies then cosines (cut to `dim` columns if dim is odd)."""
+    inv_freq = 1.0 / 10000 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (ceil(dim / 2),)
+    angles = torch.arange(n_positions, dtype=torch.float64).unsqueeze(1) * inv_freq  # (n, ceil(dim / 2))
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)[:, :dim].float()
+
+
+class XLAttention(nn.Module):
+    """Transformer-XL multi-head attention with relative positions (Dai et al. 2019, section 3.3).
+
+    The score of query step i for key step j, per head, is terms (a) + (c) and (b) + (d) of the paper:
+        ((q_i + u) . k_j  +  (q_i + v) . W_R R_{i-j}) / sqrt(d),
+    with u, v learned per head and R_{i-j} the sinusoidal embedding of the distance i - j (0 .. M).
+    """
+
+    def __init__(self, d_model, n_heads, d_head, memory_len):
+        super().__init__()
+        self.n_heads, self.d_head, self.memory_len = n_heads, d_head, memory_len
+        self.query = layer_init(nn.Linear(d_model, n_heads * d_head))
+        self.key_value = layer_init(nn.Linear(d_model, 2 * n_heads * d_head))
+        self.position = layer_init(nn.Linear(d_model, n_heads * d_head, bias=False))  # W_R
+        self.u = nn.Parameter(torch.zeros(n_heads, d_head))  # content bias
+        self.v = nn.Parameter(torch.zeros(n_heads, d_head))  # position bias
+        self.out = layer_init(nn.Linear(n_heads * d_head, d_model))  # heads concatenated, back to d_model
+        # a step sees keys at distances 0 (itself) .. M (the oldest cached step); no other R is ever needed
+        self.register_buffer("rel_emb", sinusoid_embedding(memory_len + 1, d_model), persistent=False)
+
+    def forward(self, y, mask):
+        """y: (M + T, B, d_model) the layer-normed cached steps then the T new steps, mask: (B, T, M + T) True
+        where new step t may attend to key j -> (T, B, d_model) for the new steps."""
+        K, B, _ = y.shape
+        M, H, d = self.memory_len, self.n_heads, self.d_head
+        T = K - M
+        q = self.query(y[M:]).view(T, B, H, d)  # queries only for the new steps
+        k, v = self.key_value(y).view(K, B, H, 2 * d).chunk(2, dim=-1)  # (K, B, H, d) each
+        r = self.position(self.rel_emb).view(M + 1, H, d)  # W_R R_n for every distance n = 0 .. M
+        content = torch.einsum("tbhd,kbhd->bhtk", q + self.u, k)  # (B, H, T, K): terms (a) + (c)
+        by_distance = torch.einsum("tbhd,nhd->bhtn", q + self.v, r)  # (B, H, T, M+1): terms (b) + (d)
+        # Transformer-XL's "relative shift", written as an explicit gather: key j sits M + t - j steps
+        # before new step t (negative = in the future, beyond M = out of the window; both masked below)
+        distance = M + torch.arange(T, device=y.device).unsqueeze(1) - torch.arange(K, device=y.device)  # (T, K)
+        position = by_distance.gather(-1, distance.clamp(0, M).expand(B, H, T, K))  # (B, H, T, K)
+        scores = (content + position) / math.sqrt(d)
+        scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))  # every step may see itself: no empty row
+        attn = torch.einsum("bhtk,kbhd->tbhd", torch.softmax(scores, dim=-1), v).flatten(-2)  # (T, B, H*d)
+        return self.out(attn)
+
+
+class GRUGate(nn.Module):
+    """Parisotto et al. (2019) gating of a residual x by an update y; starts near the identity (bias b_g)."""
+
+    def __init__(self, d_model, bias):
+        super().__init__()
+        self.w = layer_init(nn.Linear(d_model, 3 * d_model, bias=False))  # W_r, W_z, W_g applied to y
+        self.u = layer_init(nn.Linear(d_model, 2 * d_model, bias=False))  # U_r, U_z applied to x
+        self.u_g = layer_init(nn.Linear(d_model, d_model, bias=False))  # U_g applied to r * x
+        self.b_g = nn.Parameter(torch.full((d_model,), float(bias)))
+
+    def forward(self, x, y):
+        w_r, w_z, w_g = self.w(y).chunk(3, dim=-1)
+        u_r, u_z = self.u(x).chunk(2, dim=-1)
+        r = torch.sigmoid(w_r + u_r)
+        z = torch.sigmoid(w_z + u_z - self.b_g)
+        h = torch.tanh(w_g + self.u_g(r * x))
+        return (1 - z) * x + z * h
+
+
+class GTrXLBlock(nn.Module):
+    """GRU-gated pre-LayerNorm block around the attention (shared/AGALITE.md sections 3 and 4)."""
+
+    def __init__(self, args):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(args.d_model)
+        self.attention = XLAttention(args.d_model, args.n_heads, args.d_head, args.memory_len)
+        self.gate1 = GRUGate(args.d_model, args.gru_bias)
+        self.ln2 = nn.LayerNorm(args.d_model)
+        self.ffc = nn.Sequential(
+            layer_init(nn.Linear(args.d_model, args.d_ffc)), nn.ReLU(),
+            layer_init(nn.Linear(args.d_ffc, args.d_model)), nn.ReLU(),
+        )
+        self.gate2 = GRUGate(args.d_model, args.gru_bias)
+
+    def forward(self, x, cache, mask):
+        """x: (T, B, d_model) the new steps' inputs, cache: (M, B, d_model) this layer's inputs of the M steps
+        before x[0], mask: (B, T, M + T) -> (T, B, d_model). Keys and values are the layer-normed cache and x."""
+        a = self.attention(self.ln1(torch.cat([cache, x])), mask)
+        x = self.gate1(x, torch.relu(a))
+        return self.gate2(x, self.ffc(self.ln2(x)))
+
+
+class Agent(nn.Module):
+    """Encoder -> Linear(d_model) + ReLU -> n_layers GTrXL blocks -> actor and critic heads.
+
+    Memory state: a tuple of tensors, each with the batch in dim 1 (the PPO loop selects sequences with
+    `s[:, idx]`): cache (L, B, M, d_model), the input of every layer at each of the last M steps (oldest
+    first), and valid (1, B, M), True where a cached step belongs to the episode of the latest step (False
+    for an earlier episode or a slot never filled). The PPO loop stores this state at every sequence start,
+    so the training forward rebuilds exactly the cache that acting saw; that costs L * M * d_model floats per
+    environment and stored sequence start (4 * 128 * 128 = 65,536 floats, 256 KiB, with the defaults),
+    against 14,336 for AGaLiTe's defaults and 1,200 for the LSTM's.
+    """
+
+    def __init__(self, observation_space, action_space, args):
+        super().__init__()
+        sizes = {name: getattr(args, name) for name in ["n_layers", "d_model", "n_heads", "d_head", "d_ffc", "memory_len"]}
+        bad = {name: value for name, value in sizes.items() if value < 1}
+        if bad:
+            raise ValueError(f"GTrXL sizes must be positive integers, got {bad}")
+        self.nvec = envs_lib.action_nvec(action_space)
+        self.encoder, n_features = envs_lib.make_encoder(observation_space)
+        self.embed = nn.Sequential(layer_init(nn.Linear(n_features, args.d_model)), nn.ReLU())
+        self.layers = nn.ModuleList([GTrXLBlock(args) for _ in range(args.n_layers)])
+        self.actor = layer_init(nn.Linear(args.d_model, sum(self.nvec)), std=0.01)
+        self.critic = layer_init(nn.Linear(args.d_model, 1), std=1)
+        self.memory_len, self.d_model = args.memory_len, args.d_model
+
+    def initial_state(self, batch_size, device):
+        dtype = self.embed[0].weight.dtype  # the cache holds hidden states: the model's float type
+        cache = torch.zeros(len(self.layers), batch_size, self.memory_len, self.d_model, dtype=dtype, device=device)
+        return cache, torch.zeros(1, batch_size, self.memory_len, dtype=torch.bool, device=device)
+
+    def memory(self, x, state, done):
+        """x: (T, B, *obs_shape), done: (T, B) 1.0 where x[t] starts an episode -> (T, B, d_model), new state.
+        T = 1 is one acting step (attends over the M cached steps and itself); T > 1 evaluates a training
+        chunk in parallel, each step seeing exactly the M + 1 steps it saw when acting: the cache as it was
+        at the chunk's start, then the chunk's own earlier steps, all in its episode and at most M back."""
+        T, B = done.shape
+        M = self.memory_len
+        hidden = self.embed(self.encoder(x.flatten(0, 1))).view(T, B, -1)  # (T, B, d_model)
+        cache, valid = state
+        cache = cache.detach().transpose(1, 2)  # (L, M, B, d_model), time first like x; no gradient into the cache
+
+        # Which keys (M cached steps, then the T new ones) each new step may attend to: (B, T, M + T).
+        # Number the episodes inside the chunk: episode[t] = episode starts among steps 0..t, 0 for the
+        # episode running at the chunk's start, to which the valid cached steps belong.
+        episode = done.cumsum(0)  # (T, B)
+        key_episode = torch.cat([episode.new_zeros(M, B), episode])  # (M + T, B)
+        key_valid = torch.cat([valid[0].T, torch.ones(T, B, dtype=torch.bool, device=done.device)])  # (M + T, B)
+        same_episode = key_valid.T.unsqueeze(1) & (key_episode.T.unsqueeze(1) == episode.T.unsqueeze(2))  # (B, T, M + T)
+        # key j is M + t - j steps before new step t; acting saw M cached steps and itself, so a training
+        # chunk must not let later steps reach further back into the (older) cache than that
+        distance = M + torch.arange(T, device=done.device).unsqueeze(1) - torch.arange(M + T, device=done.device)  # (T, M + T)
+        in_window = (distance >= 0) & (distance <= M)  # (T, M + T): causal, and no more than M steps back
+        mask = same_episode & in_window
+
+        new_caches = []
+        for layer, layer_cache in zip(self.layers, cache):
+            new_caches.append(torch.cat([layer_cache, hidden])[-M:])  # this layer's inputs of the last M steps
+            hidden = layer(hidden, layer_cache, mask)
+        new_cache = torch.stack(new_caches).transpose(1, 2).detach()  # (L, B, M, d_model)
+        new_valid = same_episode[:, -1, -M:].unsqueeze(0)  # (1, B, M): the last M keys, seen from the last step
+        return hidden, (new_cache, new_valid)
+
+    def get_value(self, x, state, done):
+        return self.critic(self.memory(x, state, done)[0]).squeeze(-1)  # (T, B)
+
+    def get_action_and_value(self, x, state, done, action=None):
+        """Returns action (T, B, k), log-prob (T, B), entropy (T, B), value (T, B), new state."""
+        hidden, state = self.memory(x, state, done)
+        dists = [Categorical(logits=logits) for logits in self.actor(hidden).split(self.nvec, dim=-1)]
+        if action is None:
+            action = torch.stack([dist.sample() for dist in dists], dim=-1)
+        logprob = sum(dist.log_prob(a) for dist, a in zip(dists, action.unbind(-1)))
+        entropy = sum(dist.entropy() for dist in dists)
+        return action, logprob, entropy, self.critic(hidden).squeeze(-1), state
+
+
+def env_action(action, action_space):
+    """(B, k) tensor -> what the vector env takes: (B,) for Discrete, (B, k) for MultiDiscrete."""
+    action = action.cpu().numpy()
+    return action[:, 0] if isinstance(action_space, gym.spaces.Discrete) else action
+
+
+def evaluate(model_path, eval_episodes, device, capture_video=False, run_name="eval"):
+    """Runs the saved policy (sampling actions) until `eval_episodes` episodes end; returns returns and successes."""
+    checkpoint = torch.load(model_path, map_location=device)
+    args = Args(**checkpoint["args"])
+    envs = envs_lib.make_envs(args.env_id, 1, args.seed + 10_000, args.env_kwargs, capture_video, run_name)
+    agent = Agent(envs.single_observation_space, envs.single_action_space, args).to(device)
+    agent.load_state_dict(checkpoint["model"])
+    agent.eval()
+    obs, _ = envs.reset(seed=args.seed + 10_000)
+    obs = torch.as_tensor(obs, device=device)
+    done = torch.ones(1, device=device)
+    state = agent.initial_state(1, device)
+    episodic_returns, successes = [], []
+    while len(episodic_returns) < eval_episodes:
+        with torch.no_grad():
+            action, _, _, _, state = agent.get_action_and_value(obs[None], state, done[None])
+        obs, _, terminations, truncations, infos = envs.step(env_action(action[0], envs.single_action_space))
+        obs = torch.as_tensor(obs, device=device)
+        done = torch.as_tensor(np.logical_or(terminations, truncations), dtype=torch.float32, device=device)
+        for info in infos.get("final_info", []):
+            if info and "episode" in info:
+                episodic_returns.append(float(info["episode"]["r"][0]))
+                if "success" in info:
+                    successes.append(float(info["success"]))
+    envs.close()
+    return episodic_returns, successes
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup; bad input (env id, env kwargs, spaces, sizes) stops here with a message, not a traceback
+    try:
+        args = check_args(args)
+        envs = envs_lib.make_envs(args.env_id, args.num_envs, args.seed, args.env_kwargs, False, "train")
+        agent = Agent(envs.single_observation_space, envs.single_action_space, args).to(device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # ALGO Logic: Storage setup
+    obs_space = envs.single_observation_space
+    obs = torch.zeros((args.num_steps, args.num_envs) + obs_space.shape, dtype=torch.as_tensor(obs_space.sample()).dtype, device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs, len(agent.nvec)), dtype=torch.long, device=device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
+    dones = torch.zeros((args.num_steps, args.num_envs), device=device)  # 1.0 where obs[t] starts an episode
+    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    num_chunks = args.num_steps // args.seq_len  # training sequences per environment
+    num_seqs = args.num_envs * num_chunks
+
+    def to_sequences(x):
+        """(num_steps, num_envs, ...) -> (seq_len, num_seqs, ...); sequence index = chunk * num_envs + env."""
+        x = x.reshape((num_chunks, args.seq_len) + x.shape[1:]).transpose(0, 1)
+        return x.reshape((args.seq_len, num_seqs) + x.shape[3:])
+
+    # TRY NOT TO MODIFY: start the game
+    global_step = 0
+    start_time = time.time()
+    last_print = 0.0
+    next_obs, _ = envs.reset(seed=args.seed)
+    next_obs = torch.as_tensor(next_obs, device=device)
+    next_done = torch.ones(args.num_envs, device=device)  # the first observation starts an episode
+    next_state = agent.initial_state(args.num_envs, device)
+
+    for iteration in range(1, args.num_iterations + 1):
+        initial_states = []  # memory state at the start of each training sequence (stored, as the paper does)
+        episodic_returns, episodic_lengths, successes = [], [], []
+        # Annealing the rate if instructed to do so.
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1.0) / args.num_iterations
+            lrnow = frac * args.learning_rate
+            optimizer.param_groups[0]["lr"] = lrnow
+
+        for step in range(0, args.num_steps):
+            if step % args.seq_len == 0:
+                initial_states.append(next_state)
+            global_step += args.num_envs
+            obs[step] = next_obs
+            dones[step] = next_done
+
+            # ALGO LOGIC: action logic (one step: T = 1)
+            with torch.no_grad():
+                action, logprob, _, value, next_state = agent.get_action_and_value(next_obs[None], next_state, next_done[None])
+                values[step] = value[0]
+            actions[step] = action[0]
+            logprobs[step] = logprob[0]
+
+            # TRY NOT TO MODIFY: execute the game and log data.
+            next_obs, reward, terminations, truncations, infos = envs.step(env_action(action[0], envs.single_action_space))
+            next_obs = torch.as_tensor(next_obs, device=device)
+            reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            truncated = torch.as_tensor(truncations, device=device)
+            next_done = torch.as_tensor(np.logical_or(terminations, truncations), dtype=torch.float32, device=device)
+            if truncated.any():
+                # A time limit is not a terminal state: bootstrap with the value of the final observation,
+                # seen from the memory state before the reset (the returned next_obs already starts a new episode).
+                final_obs = next_obs.clone()
+                for i in torch.nonzero(truncated).flatten().tolist():
+                    final_obs[i] = torch.as_tensor(infos["final_observation"][i], device=device)
+                with torch.no_grad():
+                    final_value = agent.get_value(final_obs[None], next_state, torch.zeros_like(next_done)[None])[0]
+                reward = reward + args.gamma * final_value * truncated
+            rewards[step] = reward
+
+            for info in infos.get("final_info", []):
+                if info and "episode" in info:
+                    episodic_returns.append(float(info["episode"]["r"][0]))
+                    episodic_lengths.append(float(info["episode"]["l"][0]))
+                    if "success" in info:
+                        successes.append(float(info["success"]))
+
+        if episodic_returns:
+            writer.add_scalar("charts/episodic_return", np.mean(episodic_returns), global_step)
+            writer.add_scalar("charts/episodic_length", np.mean(episodic_lengths), global_step)
+        if successes:
+            writer.add_scalar("charts/success_rate", np.mean(successes), global_step)
+
+        # bootstrap value if not done
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs[None], next_state, next_done[None])[0]
+            advantages = torch.zeros_like(rewards).to(device)
+            lastgaelam = 0
+            for t in reversed(range(args.num_steps)):
+                if t == args.num_steps - 1:
+                    nextnonterminal = 1.0 - next_done
+                    nextvalues = next_value
+                else:
+                    nextnonterminal = 1.0 - dones[t + 1]
+                    nextvalues = values[t + 1]
+                delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
+                advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
+            returns = advantages + values
+
+        # cut the rollout into sequences: (seq_len, num_seqs, ...), and their stored start states
+        b_obs = to_sequences(obs)
+        b_logprobs = to_sequences(logprobs)
+        b_actions = to_sequences(actions)
+        b_dones = to_sequences(dones)
+        b_advantages = to_sequences(advantages)
+        b_returns = to_sequences(returns)
+        b_values = to_sequences(values)
+        b_initial_state = tuple(torch.cat(parts, dim=1) for parts in zip(*initial_states))
+
+        # Optimizing the policy and value network over minibatches of whole sequences
+        seqs_per_minibatch = num_seqs // args.num_minibatches
+        seq_inds = np.arange(num_seqs)
+        clipfracs = []
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(seq_inds)
+            for start in range(0, num_seqs, seqs_per_minibatch):
+                mb = seq_inds[start : start + seqs_per_minibatch]
+                mb_state = tuple(s[:, mb] for s in b_initial_state)
+                _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(b_obs[:, mb], mb_state, b_dones[:, mb], b_actions[:, mb])
+                logratio = newlogprob.flatten() - b_logprobs[:, mb].flatten()
+                ratio = logratio.exp()
+
+                with torch.no_grad():
+                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
+
+                mb_advantages = b_advantages[:, mb].flatten()
+                if args.norm_adv:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+                # Policy loss
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                # Value loss
+                newvalue = newvalue.flatten()
+                mb_returns, mb_values = b_returns[:, mb].flatten(), b_values[:, mb].flatten()
+                if args.clip_vloss:
+                    v_loss_unclipped = (newvalue - mb_returns) ** 2
+                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+                    v_loss_clipped = (v_clipped - mb_returns) ** 2
+                    v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
+                    v_loss = 0.5 * v_loss_max.mean()
+                else:
+                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
+
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+
+        y_pred, y_true = b_values.flatten().cpu().numpy(), b_returns.flatten().cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        sps = int(global_step / (time.time() - start_time))
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        if time.time() - last_print > 5 or iteration == args.num_iterations:
+            last_print = time.time()
+            eta = (args.total_timesteps - global_step) / max(sps, 1)
+            recent = f"return {np.mean(episodic_returns):7.2f}" if episodic_returns else "return     n/a"
+            recent += f" | success {np.mean(successes):.2f}" if successes else ""
+            print(f"step {global_step:>9}/{args.num_iterations * args.batch_size} | {recent} | SPS {sps} | ETA {eta / 60:.1f} min", flush=True)
+
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        torch.save({"model": agent.state_dict(), "args": vars(args)}, model_path)
+        print(f"model saved to {model_path}")
+        episodic_returns, successes = evaluate(model_path, args.eval_episodes, device, args.capture_video, f"{run_name}-eval")
+        for idx, episodic_return in enumerate(episodic_returns):
+            writer.add_scalar("eval/episodic_return", episodic_return, idx)
+        summary = f"eval over {len(episodic_returns)} episodes: mean return {np.mean(episodic_returns):.2f}"
+        if successes:
+            writer.add_scalar("eval/success_rate", np.mean(successes), global_step)
+            summary += f", success rate {np.mean(successes):.2f}"
+        print(summary)
+
+    envs.close()
+    writer.close()

@@ -1,0 +1,151 @@
+"""GTrXL specifics: the cache carried between chunks, the episode and window masks, and the state's size."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from ppo_gtrxl import Agent, Args
+
+OBS_SPACE = gym.spaces.Box(0.0, 1.0, (5,), np.float32)
+ACTION_SPACE = gym.spaces.Discrete(4)
+M = 5  # memory_len: small, so that chunks of a few steps slide the cache past its end
+
+
+def make_agent(**kwargs):
+    torch.manual_seed(0)
+    sizes = dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_ffc=16, memory_len=M)
+    return Agent(OBS_SPACE, ACTION_SPACE, Args(**{**sizes, **kwargs})).double()
+
+
+def inputs(T, B, seed):
+    return torch.rand(T, B, 5, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def step_by_step(agent, x, state, done):
+    hidden = []
+    for t in range(x.shape[0]):
+        h, state = agent.memory(x[t : t + 1], state, done[t : t + 1])
+        hidden.append(h)
+    return torch.cat(hidden), state
+
+
+@torch.no_grad()
+def test_chunk_equals_steps_with_a_carried_cache_and_episode_starts():
+    agent = make_agent()
+    B = 3
+    # a previous chunk leaves a cache that is partly from an earlier episode (env 1) and full (T > M)
+    done0 = torch.zeros(7, B, dtype=torch.float64)
+    done0[4, 1] = 1.0
+    _, state = agent.memory(inputs(7, B, seed=1), agent.initial_state(B, "cpu"), done0)
+    assert state[1][0, 0].all() and not state[1][0, 1].all()
+    T = 13
+    x = inputs(T, B, seed=2)
+    done = torch.zeros(T, B, dtype=torch.float64)
+    done[3, 0] = done[9, 0] = 1.0  # two episode starts inside the chunk
+    done[0, 2] = 1.0  # the chunk starts a new episode: the whole carried cache is from an earlier one
+    h_chunk, state_chunk = agent.memory(x, state, done)
+    h_steps, state_steps = step_by_step(agent, x, state, done)
+    torch.testing.assert_close(h_chunk, h_steps, rtol=0, atol=1e-10)
+    torch.testing.assert_close(state_chunk[0], state_steps[0], rtol=0, atol=1e-10)
+    assert torch.equal(state_chunk[1], state_steps[1])
+    # and splitting the chunk anywhere (T < M, T > M) gives the same as one chunk
+    for cut in (2, 6, 11):
+        h_a, s = agent.memory(x[:cut], state, done[:cut])
+        h_b, s = agent.memory(x[cut:], s, done[cut:])
+        torch.testing.assert_close(torch.cat([h_a, h_b]), h_chunk, rtol=0, atol=1e-10)
+
+
+@torch.no_grad()
+def test_earlier_episodes_are_masked_and_the_same_episode_is_not():
+    agent = make_agent()
+    B, T, start = 2, 9, 4
+    done = torch.zeros(T, B, dtype=torch.float64)
+    done[start] = 1.0
+    no_reset = torch.zeros(6, B, dtype=torch.float64)
+    past_a = agent.memory(inputs(6, B, seed=3), agent.initial_state(B, "cpu"), no_reset)[1]
+    past_b = agent.memory(inputs(6, B, seed=4), agent.initial_state(B, "cpu"), no_reset)[1]
+    x1 = inputs(T, B, seed=5)
+    x2 = x1.clone()
+    x2[:start] = inputs(start, B, seed=6)  # a different earlier episode inside the chunk
+    h1, s1 = agent.memory(x1, past_a, done)
+    h2, s2 = agent.memory(x2, past_b, done)  # ... and a different cache carried in
+    torch.testing.assert_close(h1[start:], h2[start:], rtol=0, atol=1e-12)
+    # the same holds acting step by step, and afterwards the earlier steps are marked invalid in the cache
+    h3, s3 = step_by_step(agent, x2, past_b, done)
+    torch.testing.assert_close(h3[start:], h1[start:], rtol=0, atol=1e-12)
+    assert s1[1][0].tolist() == [[False] * (M - (T - start)) + [True] * (T - start)] * B
+    # without the reset, the cached steps (of the same episode) do matter
+    h4, _ = agent.memory(x1, past_a, torch.zeros(T, B, dtype=torch.float64))
+    h5, _ = agent.memory(x1, past_b, torch.zeros(T, B, dtype=torch.float64))
+    assert (h4 - h5).abs().amax(-1).min() > 1e-6  # at every step: every one of them sees a cached step
+
+
+@torch.no_grad()
+def test_the_cache_holds_the_last_memory_len_layer_inputs():
+    agent = make_agent()
+    B, T = 2, 12
+    x = inputs(T, B, seed=7)
+    done = torch.zeros(T, B, dtype=torch.float64)
+    _, (cache, valid) = agent.memory(x, agent.initial_state(B, "cpu"), done)
+    # layer 0's cache is exactly the embedded last M observations, oldest first
+    torch.testing.assert_close(cache[0], agent.embed(x[-M:]).transpose(0, 1), rtol=0, atol=1e-12)
+    assert valid.all()
+    # a step older than M leaves layer 0's cache unchanged; it still reaches layer 1's cache, because
+    # layer 0's outputs at the last M steps attended to it (the receptive field grows by M per layer)
+    x_old = x.clone()
+    x_old[T - M - 1] += 1.0
+    _, (cache_old, _) = agent.memory(x_old, agent.initial_state(B, "cpu"), done)
+    torch.testing.assert_close(cache_old[0], cache[0], rtol=0, atol=1e-12)
+    assert not torch.allclose(cache_old[1], cache[1])
+    # the last M steps are all in it
+    for t in range(T - M, T):
+        x_new = x.clone()
+        x_new[t] += 1.0
+        _, (cache_new, _) = agent.memory(x_new, agent.initial_state(B, "cpu"), done)
+        assert not torch.allclose(cache_new[0], cache[0])
+
+
+@torch.no_grad()
+def test_a_fresh_cache_is_empty_and_masked():
+    """Empty slots are invalid: the first step attends only to itself, whatever the cache holds."""
+    agent = make_agent()
+    B = 2
+    x = inputs(1, B, seed=8)
+    cache, valid = agent.initial_state(B, "cpu")
+    assert not valid.any() and not cache.any()
+    h1, _ = agent.memory(x, (cache, valid), torch.zeros(1, B, dtype=torch.float64))
+    h2, _ = agent.memory(x, (torch.randn_like(cache), valid), torch.zeros(1, B, dtype=torch.float64))
+    torch.testing.assert_close(h1, h2, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("memory_len", [1, 5, 16])
+def test_state_size_grows_with_memory_len_only(memory_len):
+    agent = make_agent(memory_len=memory_len)
+    B, L, d_model = 3, 2, 16
+    state = agent.initial_state(B, "cpu")
+    assert [tuple(t.shape) for t in state] == [(L, B, memory_len, d_model), (1, B, memory_len)]
+    assert state[0].dtype == torch.float64 and state[1].dtype == torch.bool
+    with torch.no_grad():
+        for T in (1, memory_len + 3, 40):
+            _, state = agent.memory(inputs(T, B, seed=T), state, torch.zeros(T, B, dtype=torch.float64))
+            assert [tuple(t.shape) for t in state] == [(L, B, memory_len, d_model), (1, B, memory_len)]
+    floats = sum(t.numel() for t in state if t.is_floating_point())
+    assert floats == L * B * memory_len * d_model  # per environment: n_layers * memory_len * d_model
+
+
+def test_no_gradient_flows_into_the_carried_cache():
+    agent = make_agent()
+    cache, valid = agent.initial_state(2, "cpu")
+    cache = torch.randn_like(cache, requires_grad=True)
+    valid = torch.ones_like(valid)
+    h, (new_cache, _) = agent.memory(inputs(4, 2, seed=9), (cache, valid), torch.zeros(4, 2, dtype=torch.float64))
+    assert not new_cache.requires_grad
+    h.sum().backward()
+    assert cache.grad is None
+
+
+@pytest.mark.parametrize("bad", [{"memory_len": 0}, {"n_heads": 0}, {"d_head": -1}, {"n_layers": 0}])
+def test_bad_sizes_are_refused_clearly(bad):
+    with pytest.raises(ValueError, match="GTrXL sizes must be positive integers"):
+        make_agent(**bad)
