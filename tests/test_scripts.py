@@ -21,6 +21,7 @@ SMALL = {
     "ppo_lstm": {"d_model": 16, "lstm_hidden": 24},
     "ppo_agalite": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_ffc": 16, "eta": 3, "r": 3},
     "ppo_gtrxl": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_ffc": 16, "memory_len": 6},
+    "ppo_galite": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_ffc": 16, "eta": 3},
 }
 SCRIPTS = sorted(SMALL)
 

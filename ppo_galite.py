@@ -1,0 +1,565 @@
+# PPO with GaLiTe (the exact Gated Linear Transformer of Pramanik, Elelimy, Machado & White, TMLR 2024) as
+# the memory, in CleanRL's one-file style: the model that AGaLiTe approximates, for the paper's ablation.
+# `diff ppo_agalite.py ppo_galite.py` shows the attention layer and its state; everything else is the same.
+#
+# GaLiTe keeps, per head, the full matrix state C (d x eta*d) of a gated linear transformer; AGaLiTe
+# replaces it by r cosine oscillators over two vectors. Names follow the paper (and shared/AGALITE.md
+# section 2): `eta`, `C`, `s`, `beta`, `gamma`.
+#
+# Recurrent PPO as the paper ran it: the memory state at the start of each training sequence is stored
+# during the rollout, the state is zeroed when an episode starts (while acting and in the training
+# forward), and each sequence (by default the whole rollout) is replayed from its stored state.
+# Shapes: T = steps in a sequence, B = environments (or sequences) in a batch, k = action components.
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+import tyro
+from torch.distributions.categorical import Categorical
+from torch.utils.tensorboard import SummaryWriter
+
+import envs as envs_lib
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda will be enabled when available"""
+    capture_video: bool = False
+    """whether to record videos of the evaluation episodes (image environments only; needs --save-model)"""
+    save_model: bool = False
+    """whether to save the model to `runs/{run_name}` and evaluate it at the end"""
+    eval_episodes: int = 10
+    """how many episodes the evaluation of the saved model runs"""
+
+    # Algorithm specific arguments
+    env_id: str = "TMaze-v0"
+    """the id of the environment (see README: TMaze-v0, MysteryPath-*, MemoryMaze-*, Craftax-*)"""
+    env_kwargs: str = "{}"
+    """JSON object of keyword arguments for the environment, e.g. '{"corridor_length": 60}'"""
+    total_timesteps: int = 300_000
+    """total timesteps of the experiments"""
+    learning_rate: float = 2.5e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 16
+    """the number of parallel game environments"""
+    num_steps: int = 128
+    """the number of steps to run in each environment per policy rollout"""
+    seq_len: int = 0
+    """truncated-BPTT length of a training sequence (0 = the whole rollout, as the paper did)"""
+    anneal_lr: bool = True
+    """Toggle learning rate annealing for policy and value networks"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 4
+    """the number of mini-batches (of whole sequences)"""
+    update_epochs: int = 4
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """Toggles advantages normalization"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
+    ent_coef: float = 0.01
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: Optional[float] = None
+    """the target KL divergence threshold"""
+
+    # Model specific arguments
+    n_layers: int = 4
+    """number of GRU-gated GaLiTe blocks"""
+    d_model: int = 128
+    """width of the residual stream (the observation embedding and every block's output)"""
+    n_heads: int = 4
+    """attention heads per block (H)"""
+    d_head: int = 64
+    """size of each head's keys, queries and values (d)"""
+    d_ffc: int = 128
+    """hidden size of each block's feed-forward part"""
+    eta: int = 2
+    """size of the learned feature map (the paper's eta; 2 in the release's T-Maze GaLiTe): keys in eta * d dims"""
+    gru_bias: float = 2.0
+    """initial bias b_g of the GRU gates (2: each block starts close to the identity map)"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+def check_args(args):
+    """Fills the runtime fields; refuses inconsistent sizes with a message instead of a shape error later."""
+    if args.capture_video and not args.save_model:
+        raise ValueError("--capture-video records the evaluation of the saved model: use it with --save-model")
+    args.seq_len = args.seq_len or args.num_steps
+    if args.num_steps % args.seq_len:
+        raise ValueError(f"--num-steps ({args.num_steps}) must be a multiple of --seq-len ({args.seq_len})")
+    num_seqs = args.num_envs * (args.num_steps // args.seq_len)
+    if num_seqs % args.num_minibatches:
+        raise ValueError(f"--num-minibatches ({args.num_minibatches}) must divide the number of training sequences, num_envs * num_steps / seq_len = {num_seqs}")
+    args.batch_size = args.num_envs * args.num_steps
+    args.minibatch_size = args.batch_size // args.num_minibatches
+    args.num_iterations = args.total_timesteps // args.batch_size
+    if args.num_iterations < 1:
+        raise ValueError(f"--total-timesteps ({args.total_timesteps}) is smaller than one rollout, num_envs * num_steps = {args.batch_size}")
+    return args
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    if layer.bias is not None:
+        torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def gated_scan(a, b, h0):
+    """All states of the linear recurrence h_t = a_t * h_{t-1} + b_t (element-wise), in parallel over time.
+
+    a: (T, ...) decays in [0, 1], b: (T, ...) inputs, h0: (...) the state carried in -> h: (T, ...).
+    With T = 1 (acting) this is one recurrent step. For a chunk, a work-efficient (Blelloch-style) scan:
+    merge neighbouring steps pairwise, (a1, b1) then (a2, b2) = (a2 a1, a2 b1 + b2), solve the half-length
+    recurrence of the odd steps recursively, then fill in the even steps: O(T) work in O(log T) rounds.
+    Only products of gates and sums are formed: unlike the closed form with cumulative products
+    (h_t = A_t h_0 + sum_i (A_t / A_i) b_i), nothing is divided by a product that vanishes when gates are
+    near 1 or an episode starts (a_t = 0), so it equals the step-by-step recurrence up to float rounding.
+    """
+    T = b.shape[0]
+    if T == 1:  # acting: the recurrence itself
+        return a * h0 + b
+    b = torch.cat([a[:1] * h0 + b[:1], b[1:]])  # fold the carried-in state into the first step
+    padded = 1 << (T - 1).bit_length()  # the halving needs a power of two: pad with identity steps (a=1, b=0)
+    if padded > T:
+        a = torch.cat([a, a.new_ones((padded - T,) + a.shape[1:])])
+        b = torch.cat([b, b.new_zeros((padded - T,) + b.shape[1:])])
+    return _scan(a, b)[:T]
+
+
+def _scan(a, b):
+    """Inclusive scan of h_t = a_t h_{t-1} + b_t from h_{-1} = 0; T a power of two. unbind/stack rather than
+    strided slices, whose backward would fill whole zero tensors at every level."""
+    if b.shape[0] == 1:
+        return b
+    a_even, a_odd = a.unflatten(0, (-1, 2)).unbind(1)  # steps 0, 2, 4, ... and 1, 3, 5, ...
+    b_even, b_odd = b.unflatten(0, (-1, 2)).unbind(1)
+    h_odd = _scan(a_odd * a_even, a_odd * b_even + b_odd)  # h_1, h_3, ...
+    h_before_even = torch.cat([torch.zeros_like(h_odd[:1]), h_odd[:-1]])  # h_{-1}=0, h_1, h_3, ...
+    h_even = a_even * h_before_even + b_even  # h_0, h_2, ...
+    return torch.stack([h_even, h_odd], dim=1).flatten(0, 1)  # interleave
+
+
+class GaLiTeAttention(nn.Module):
+    """One GaLiTe attention layer (shared/AGALITE.md section 2). Per head, a state of fixed size:
+    C (d, eta*d) and s (eta*d): d*eta*d + eta*d floats, whatever the context length.
+    """
+
+    def __init__(self, d_model, n_heads, d_head, eta, eps=1e-5):
+        super().__init__()
+        self.n_heads, self.d_head, self.eta, self.eps = n_heads, d_head, eta, eps
+        # one linear map gives, per head, k, q, v, beta, gamma (each d) and p1, p2, p3 (each eta)
+        self.proj = layer_init(nn.Linear(d_model, n_heads * (5 * d_head + 3 * eta)))
+        self.out = layer_init(nn.Linear(n_heads * d_head, d_model))  # heads concatenated, back to d_model
+
+    def forward(self, x, state, keep):
+        """x: (T, B, d_model), state: (C, s) of the step before x[0], keep: (T, B) 0.0 where x[t] starts an
+        episode -> (T, B, d_model), state after x[-1]."""
+        T, B, _ = x.shape
+        H, d, eta = self.n_heads, self.d_head, self.eta
+        k, q, v, beta, gamma, p1, p2, p3 = self.proj(x).view(T, B, H, -1).split([d, d, d, d, d, eta, eta, eta], dim=-1)
+
+        def outer(a, b):  # (T, B, H, eta) x (T, B, H, d) -> (T, B, H, eta*d)
+            return (a.unsqueeze(-1) * b.unsqueeze(-2)).flatten(-2)
+
+        # the same feature maps and gates as AGaLiTe
+        key = outer(torch.relu(p1), torch.relu(k))
+        query = outer(torch.relu(p2), torch.relu(q))
+        gamma = outer(torch.sigmoid(p3), torch.sigmoid(gamma))  # (T, B, H, eta*d) gate of keys
+        beta = torch.sigmoid(beta)  # (T, B, H, d) gate of values
+        v_in, k_in = beta * v, gamma * key  # gated inputs v'_t, k'_t
+
+        # the recurrences (the release's), with the state forgotten where an episode starts:
+        #   C_t = (1 - beta_t gamma_t^T) * C_{t-1} + v'_t k'_t^T      (d x eta*d per head)
+        #   s_t = (1 - gamma_t) * s_{t-1} + k'_t
+        # AGaLiTe's two vector recurrences decay the matrix they stand for by the factorised gate
+        # (1 - beta_t)(1 - gamma_t)^T instead of 1 - beta_t gamma_t^T (shared/AGALITE.md section 2).
+        keep = keep.view(T, B, 1, 1)
+        C0, s0 = state
+        decay_C = (1 - beta.unsqueeze(-1) * gamma.unsqueeze(-2)) * keep.unsqueeze(-1)  # (T, B, H, d, eta*d)
+        C = gated_scan(decay_C, v_in.unsqueeze(-1) * k_in.unsqueeze(-2), C0)  # (T, B, H, d, eta*d)
+        s = gated_scan((1 - gamma) * keep, k_in, s0)  # (T, B, H, eta*d)
+
+        # a_t = C_t query_t / (<s_t, query_t> + eps)
+        numerator = (C @ query.unsqueeze(-1)).squeeze(-1)  # (T, B, H, d)
+        denominator = (s * query).sum(-1, keepdim=True) + self.eps  # (T, B, H, 1)
+        attn = (numerator / denominator).flatten(-2)  # (T, B, H*d)
+        return self.out(attn), (C[-1], s[-1])
+
+
+class GRUGate(nn.Module):
+    """Parisotto et al. (2019) gating of a residual x by an update y; starts near the identity (bias b_g)."""
+
+    def __init__(self, d_model, bias):
+        super().__init__()
+        self.w = layer_init(nn.Linear(d_model, 3 * d_model, bias=False))  # W_r, W_z, W_g applied to y
+        self.u = layer_init(nn.Linear(d_model, 2 * d_model, bias=False))  # U_r, U_z applied to x
+        self.u_g = layer_init(nn.Linear(d_model, d_model, bias=False))  # U_g applied to r * x
+        self.b_g = nn.Parameter(torch.full((d_model,), float(bias)))
+
+    def forward(self, x, y):
+        w_r, w_z, w_g = self.w(y).chunk(3, dim=-1)
+        u_r, u_z = self.u(x).chunk(2, dim=-1)
+        r = torch.sigmoid(w_r + u_r)
+        z = torch.sigmoid(w_z + u_z - self.b_g)
+        h = torch.tanh(w_g + self.u_g(r * x))
+        return (1 - z) * x + z * h
+
+
+class GaLiTeBlock(nn.Module):
+    """GRU-gated pre-LayerNorm block around the attention (shared/AGALITE.md section 3)."""
+
+    def __init__(self, args):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(args.d_model)
+        self.attention = GaLiTeAttention(args.d_model, args.n_heads, args.d_head, args.eta)
+        self.gate1 = GRUGate(args.d_model, args.gru_bias)
+        self.ln2 = nn.LayerNorm(args.d_model)
+        self.ffc = nn.Sequential(
+            layer_init(nn.Linear(args.d_model, args.d_ffc)), nn.ReLU(),
+            layer_init(nn.Linear(args.d_ffc, args.d_model)), nn.ReLU(),
+        )
+        self.gate2 = GRUGate(args.d_model, args.gru_bias)
+
+    def forward(self, x, state, keep):
+        a, state = self.attention(self.ln1(x), state, keep)
+        x = self.gate1(x, torch.relu(a))
+        return self.gate2(x, self.ffc(self.ln2(x))), state
+
+
+class Agent(nn.Module):
+    """Encoder -> Linear(d_model) + ReLU -> n_layers GaLiTe blocks -> actor and critic heads.
+
+    Memory state: a tuple of tensors, each with the batch in dim 1 (the PPO loop selects sequences with
+    `s[:, idx]`): C (L, B, H, d, eta*d) and s (L, B, H, eta*d).
+    """
+
+    def __init__(self, observation_space, action_space, args):
+        super().__init__()
+        sizes = {name: getattr(args, name) for name in ["n_layers", "d_model", "n_heads", "d_head", "d_ffc", "eta"]}
+        bad = {name: value for name, value in sizes.items() if value < 1}
+        if bad:
+            raise ValueError(f"GaLiTe sizes must be positive integers, got {bad}")
+        self.nvec = envs_lib.action_nvec(action_space)
+        self.encoder, n_features = envs_lib.make_encoder(observation_space)
+        self.embed = nn.Sequential(layer_init(nn.Linear(n_features, args.d_model)), nn.ReLU())
+        self.layers = nn.ModuleList([GaLiTeBlock(args) for _ in range(args.n_layers)])
+        self.actor = layer_init(nn.Linear(args.d_model, sum(self.nvec)), std=0.01)
+        self.critic = layer_init(nn.Linear(args.d_model, 1), std=1)
+        self.state_shapes = [
+            (args.n_heads, args.d_head, args.eta * args.d_head),  # C
+            (args.n_heads, args.eta * args.d_head),  # s
+        ]
+
+    def initial_state(self, batch_size, device):
+        n_layers = len(self.layers)
+        return tuple(torch.zeros((n_layers, batch_size) + shape, device=device) for shape in self.state_shapes)
+
+    def memory(self, x, state, done):
+        """x: (T, B, *obs_shape), done: (T, B) 1.0 where x[t] starts an episode -> (T, B, d_model), new state.
+        T = 1 is one acting step (constant cost); T > 1 evaluates a training chunk in parallel over time."""
+        T, B = done.shape
+        hidden = self.embed(self.encoder(x.flatten(0, 1))).view(T, B, -1)  # (T, B, d_model)
+        keep = 1.0 - done
+        new_states = []
+        for layer, layer_state in zip(self.layers, zip(*state)):
+            hidden, layer_state = layer(hidden, layer_state, keep)
+            new_states.append(layer_state)
+        return hidden, tuple(torch.stack(parts) for parts in zip(*new_states))
+
+    def get_value(self, x, state, done):
+        return self.critic(self.memory(x, state, done)[0]).squeeze(-1)  # (T, B)
+
+    def get_action_and_value(self, x, state, done, action=None):
+        """Returns action (T, B, k), log-prob (T, B), entropy (T, B), value (T, B), new state."""
+        hidden, state = self.memory(x, state, done)
+        dists = [Categorical(logits=logits) for logits in self.actor(hidden).split(self.nvec, dim=-1)]
+        if action is None:
+            action = torch.stack([dist.sample() for dist in dists], dim=-1)
+        logprob = sum(dist.log_prob(a) for dist, a in zip(dists, action.unbind(-1)))
+        entropy = sum(dist.entropy() for dist in dists)
+        return action, logprob, entropy, self.critic(hidden).squeeze(-1), state
+
+
+def env_action(action, action_space):
+    """(B, k) tensor -> what the vector env takes: (B,) for Discrete, (B, k) for MultiDiscrete."""
+    action = action.cpu().numpy()
+    return action[:, 0] if isinstance(action_space, gym.spaces.Discrete) else action
+
+
+def evaluate(model_path, eval_episodes, device, capture_video=False, run_name="eval"):
+    """Runs the saved policy (sampling actions) until `eval_episodes` episodes end; returns returns and successes."""
+    checkpoint = torch.load(model_path, map_location=device)
+    args = Args(**checkpoint["args"])
+    envs = envs_lib.make_envs(args.env_id, 1, args.seed + 10_000, args.env_kwargs, capture_video, run_name)
+    agent = Agent(envs.single_observation_space, envs.single_action_space, args).to(device)
+    agent.load_state_dict(checkpoint["model"])
+    agent.eval()
+    obs, _ = envs.reset(seed=args.seed + 10_000)
+    obs = torch.as_tensor(obs, device=device)
+    done = torch.ones(1, device=device)
+    state = agent.initial_state(1, device)
+    episodic_returns, successes = [], []
+    while len(episodic_returns) < eval_episodes:
+        with torch.no_grad():
+            action, _, _, _, state = agent.get_action_and_value(obs[None], state, done[None])
+        obs, _, terminations, truncations, infos = envs.step(env_action(action[0], envs.single_action_space))
+        obs = torch.as_tensor(obs, device=device)
+        done = torch.as_tensor(np.logical_or(terminations, truncations), dtype=torch.float32, device=device)
+        for info in infos.get("final_info", []):
+            if info and "episode" in info:
+                episodic_returns.append(float(info["episode"]["r"][0]))
+                if "success" in info:
+                    successes.append(float(info["success"]))
+    envs.close()
+    return episodic_returns, successes
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup; bad input (env id, env kwargs, spaces, sizes) stops here with a message, not a traceback
+    try:
+        args = check_args(args)
+        envs = envs_lib.make_envs(args.env_id, args.num_envs, args.seed, args.env_kwargs, False, "train")
+        agent = Agent(envs.single_observation_space, envs.single_action_space, args).to(device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # ALGO Logic: Storage setup
+    obs_space = envs.single_observation_space
+    obs = torch.zeros((args.num_steps, args.num_envs) + obs_space.shape, dtype=torch.as_tensor(obs_space.sample()).dtype, device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs, len(agent.nvec)), dtype=torch.long, device=device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
+    dones = torch.zeros((args.num_steps, args.num_envs), device=device)  # 1.0 where obs[t] starts an episode
+    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    num_chunks = args.num_steps // args.seq_len  # training sequences per environment
+    num_seqs = args.num_envs * num_chunks
+
+    def to_sequences(x):
+        """(num_steps, num_envs, ...) -> (seq_len, num_seqs, ...); sequence index = chunk * num_envs + env."""
+        x = x.reshape((num_chunks, args.seq_len) + x.shape[1:]).transpose(0, 1)
+        return x.reshape((args.seq_len, num_seqs) + x.shape[3:])
+
+    # TRY NOT TO MODIFY: start the game
+    global_step = 0
+    start_time = time.time()
+    last_print = 0.0
+    next_obs, _ = envs.reset(seed=args.seed)
+    next_obs = torch.as_tensor(next_obs, device=device)
+    next_done = torch.ones(args.num_envs, device=device)  # the first observation starts an episode
+    next_state = agent.initial_state(args.num_envs, device)
+
+    for iteration in range(1, args.num_iterations + 1):
+        initial_states = []  # memory state at the start of each training sequence (stored, as the paper does)
+        episodic_returns, episodic_lengths, successes = [], [], []
+        # Annealing the rate if instructed to do so.
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1.0) / args.num_iterations
+            lrnow = frac * args.learning_rate
+            optimizer.param_groups[0]["lr"] = lrnow
+
+        for step in range(0, args.num_steps):
+            if step % args.seq_len == 0:
+                initial_states.append(next_state)
+            global_step += args.num_envs
+            obs[step] = next_obs
+            dones[step] = next_done
+
+            # ALGO LOGIC: action logic (one step: T = 1)
+            with torch.no_grad():
+                action, logprob, _, value, next_state = agent.get_action_and_value(next_obs[None], next_state, next_done[None])
+                values[step] = value[0]
+            actions[step] = action[0]
+            logprobs[step] = logprob[0]
+
+            # TRY NOT TO MODIFY: execute the game and log data.
+            next_obs, reward, terminations, truncations, infos = envs.step(env_action(action[0], envs.single_action_space))
+            next_obs = torch.as_tensor(next_obs, device=device)
+            reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            truncated = torch.as_tensor(truncations, device=device)
+            next_done = torch.as_tensor(np.logical_or(terminations, truncations), dtype=torch.float32, device=device)
+            if truncated.any():
+                # A time limit is not a terminal state: bootstrap with the value of the final observation,
+                # seen from the memory state before the reset (the returned next_obs already starts a new episode).
+                final_obs = next_obs.clone()
+                for i in torch.nonzero(truncated).flatten().tolist():
+                    final_obs[i] = torch.as_tensor(infos["final_observation"][i], device=device)
+                with torch.no_grad():
+                    final_value = agent.get_value(final_obs[None], next_state, torch.zeros_like(next_done)[None])[0]
+                reward = reward + args.gamma * final_value * truncated
+            rewards[step] = reward
+
+            for info in infos.get("final_info", []):
+                if info and "episode" in info:
+                    episodic_returns.append(float(info["episode"]["r"][0]))
+                    episodic_lengths.append(float(info["episode"]["l"][0]))
+                    if "success" in info:
+                        successes.append(float(info["success"]))
+
+        if episodic_returns:
+            writer.add_scalar("charts/episodic_return", np.mean(episodic_returns), global_step)
+            writer.add_scalar("charts/episodic_length", np.mean(episodic_lengths), global_step)
+        if successes:
+            writer.add_scalar("charts/success_rate", np.mean(successes), global_step)
+
+        # bootstrap value if not done
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs[None], next_state, next_done[None])[0]
+            advantages = torch.zeros_like(rewards).to(device)
+            lastgaelam = 0
+            for t in reversed(range(args.num_steps)):
+                if t == args.num_steps - 1:
+                    nextnonterminal = 1.0 - next_done
+                    nextvalues = next_value
+                else:
+                    nextnonterminal = 1.0 - dones[t + 1]
+                    nextvalues = values[t + 1]
+                delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
+                advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
+            returns = advantages + values
+
+        # cut the rollout into sequences: (seq_len, num_seqs, ...), and their stored start states
+        b_obs = to_sequences(obs)
+        b_logprobs = to_sequences(logprobs)
+        b_actions = to_sequences(actions)
+        b_dones = to_sequences(dones)
+        b_advantages = to_sequences(advantages)
+        b_returns = to_sequences(returns)
+        b_values = to_sequences(values)
+        b_initial_state = tuple(torch.cat(parts, dim=1) for parts in zip(*initial_states))
+
+        # Optimizing the policy and value network over minibatches of whole sequences
+        seqs_per_minibatch = num_seqs // args.num_minibatches
+        seq_inds = np.arange(num_seqs)
+        clipfracs = []
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(seq_inds)
+            for start in range(0, num_seqs, seqs_per_minibatch):
+                mb = seq_inds[start : start + seqs_per_minibatch]
+                mb_state = tuple(s[:, mb] for s in b_initial_state)
+                _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(b_obs[:, mb], mb_state, b_dones[:, mb], b_actions[:, mb])
+                logratio = newlogprob.flatten() - b_logprobs[:, mb].flatten()
+                ratio = logratio.exp()
+
+                with torch.no_grad():
+                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
+
+                mb_advantages = b_advantages[:, mb].flatten()
+                if args.norm_adv:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+                # Policy loss
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                # Value loss
+                newvalue = newvalue.flatten()
+                mb_returns, mb_values = b_returns[:, mb].flatten(), b_values[:, mb].flatten()
+                if args.clip_vloss:
+                    v_loss_unclipped = (newvalue - mb_returns) ** 2
+                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+                    v_loss_clipped = (v_clipped - mb_returns) ** 2
+                    v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
+                    v_loss = 0.5 * v_loss_max.mean()
+                else:
+                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
+
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+
+        y_pred, y_true = b_values.flatten().cpu().numpy(), b_returns.flatten().cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        sps = int(global_step / (time.time() - start_time))
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("charts/SPS", sps, global_step)
+        if time.time() - last_print > 5 or iteration == args.num_iterations:
+            last_print = time.time()
+            eta = (args.total_timesteps - global_step) / max(sps, 1)
+            recent = f"return {np.mean(episodic_returns):7.2f}" if episodic_returns else "return     n/a"
+            recent += f" | success {np.mean(successes):.2f}" if successes else ""
+            print(f"step {global_step:>9}/{args.num_iterations * args.batch_size} | {recent} | SPS {sps} | ETA {eta / 60:.1f} min", flush=True)
+
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        torch.save({"model": agent.state_dict(), "args": vars(args)}, model_path)
+        print(f"model saved to {model_path}")
+        episodic_returns, successes = evaluate(model_path, args.eval_episodes, device, args.capture_video, f"{run_name}-eval")
+        for idx, episodic_return in enumerate(episodic_returns):
+            writer.add_scalar("eval/episodic_return", episodic_return, idx)
+        summary = f"eval over {len(episodic_returns)} episodes: mean return {np.mean(episodic_returns):.2f}"
+        if successes:
+            writer.add_scalar("eval/success_rate", np.mean(successes), global_step)
+            summary += f", success rate {np.mean(successes):.2f}"
+        print(summary)
+
+    envs.close()
+    writer.close()
