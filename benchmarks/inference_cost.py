@@ -79,14 +79,12 @@ Timings depend on the machine and its load; run on a quiet machine for numbers t
 import csv
 import dataclasses
 import importlib.util
-import math
 import os
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Optional
 
 import gymnasium as gym
 import numpy as np

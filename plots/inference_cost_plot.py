@@ -9,7 +9,6 @@ writes plots/inference_cost.png and plots/inference_cost.pdf (or --out PREFIX).
 
 import csv
 import os
-from collections import defaultdict
 from dataclasses import dataclass
 
 import matplotlib

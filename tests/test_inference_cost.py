@@ -2,22 +2,13 @@
 equal what the models built by the training scripts actually hold and compute."""
 
 import csv
-import importlib.util
-import os
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load(relpath, name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load
 
 
 bench = load("benchmarks/inference_cost.py", "inference_cost")

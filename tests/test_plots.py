@@ -3,7 +3,6 @@ the confidence-interval math on known examples, and benchmarks/tmaze_sweep.py's 
 script in place of the training scripts."""
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -17,14 +16,7 @@ import pytest
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load(relpath, name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relpath))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load
 
 
 tb_runs = load("plots/tb_runs.py", "tb_runs")

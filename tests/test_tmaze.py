@@ -162,13 +162,9 @@ def test_render_draws_the_agent_in_the_corridor():
 
 def test_exploration_probability_matches_a_random_policy_in_the_env():
     """benchmarks/tmaze_exploration.py's exact chance agrees with random play in the real env."""
-    import importlib.util
+    from conftest import load
 
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("tmaze_exploration", f"{ROOT}/benchmarks/tmaze_exploration.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("benchmarks/tmaze_exploration.py", "tmaze_exploration")
     length, limit, episodes = 8, 40, 600
     env = make(corridor_length=length, max_episode_steps=limit)
     rng = np.random.default_rng(0)
