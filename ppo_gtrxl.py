@@ -395,7 +395,7 @@ if __name__ == "__main__":
 
     for iteration in range(1, args.num_iterations + 1):
         initial_states = []  # memory state at the start of each training sequence (stored, as the paper does)
-        episodic_returns, episodic_lengths, successes = [], [], []
+        episodic_returns, episodic_lengths, successes, achievements = [], [], [], []
         # Annealing the rate if instructed to do so.
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
@@ -439,12 +439,16 @@ if __name__ == "__main__":
                     episodic_lengths.append(float(info["episode"]["l"][0]))
                     if "success" in info:
                         successes.append(float(info["success"]))
+                    if "achievements" in info:  # Craftax: share of the achievements unlocked in the episode
+                        achievements.append(float(info["achievements"]))
 
         if episodic_returns:
             writer.add_scalar("charts/episodic_return", np.mean(episodic_returns), global_step)
             writer.add_scalar("charts/episodic_length", np.mean(episodic_lengths), global_step)
         if successes:
             writer.add_scalar("charts/success_rate", np.mean(successes), global_step)
+        if achievements:
+            writer.add_scalar("charts/achievements", np.mean(achievements), global_step)
 
         # bootstrap value if not done
         with torch.no_grad():

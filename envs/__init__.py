@@ -4,6 +4,14 @@
 environments with `envs.make_envs(...)`, which returns a gymnasium (0.29 API) vector env whose per-env
 episode statistics arrive in `infos["final_info"][i]["episode"]` and, for tasks with a goal, a boolean
 `infos["final_info"][i]["success"]` at the end of each episode.
+
+Families (each module documents its spaces):
+    TMaze-v0                                   envs/tmaze.py
+    MysteryPath(-Grid)(-Easy)-v0, MortarMayhem(-Grid)-v0, SearingSpotlights-v0   envs/memorygym.py (memory-gym)
+    MemoryMaze-{9x9,11x11,13x13,15x15}-v0      envs/memory_maze.py (memory-maze, MuJoCo rendering)
+    Craftax-Symbolic-v1, Craftax-Classic-Symbolic-v1   envs/craftax.py (one batched JAX vector env)
+Image observations reach the scripts channels-first (C, H, W) uint8: make_envs transposes HWC images.
+Third-party packages (memory_gym, memory_maze, jax) are imported only when one of their envs is made.
 """
 
 import json
@@ -11,15 +19,23 @@ import warnings
 
 import gymnasium as gym
 
+from envs import craftax, memory_maze, memorygym
 from envs.encoders import action_nvec, make_encoder  # noqa: F401  (re-exported for the scripts)
+from envs.wrappers import ChannelsFirst, is_hwc_image
 
-# Ids this package registers (the scripts also accept any other registered gymnasium id whose spaces they handle).
-ENV_IDS = ["TMaze-v0"]
+# Ids make_envs accepts (the scripts also accept any other registered gymnasium id whose spaces they handle).
+ENV_IDS = ["TMaze-v0"] + memorygym.MYSTERY_PATH_IDS + memorygym.OTHER_IDS + memory_maze.ENV_IDS + craftax.ENV_IDS
 
 # gymnasium 0.29 warns when a wrapper reads num_envs through another wrapper; harmless for us.
 warnings.filterwarnings("ignore", message=".*to get variables from other wrappers is deprecated.*")
 
 gym.register(id="TMaze-v0", entry_point="envs.tmaze:TMazeEnv")
+# Our Mystery Path "Easy" ids (memory-gym's own ids are registered by memory_gym when it is imported).
+for _id in memorygym.EASY_IDS:
+    gym.register(id=_id, entry_point="envs.memorygym:make_easy_env", kwargs={"easy_id": _id})
+# Memory Maze: our gymnasium envs around memory-maze's dm_env tasks (its own ids live in the old gym's registry).
+for _n in memory_maze.SIZES:
+    gym.register(id=f"MemoryMaze-{_n}x{_n}-v0", entry_point="envs.memory_maze:MemoryMazeEnv", kwargs={"size": _n})
 
 
 def parse_env_kwargs(env_kwargs) -> dict:
@@ -36,25 +52,53 @@ def parse_env_kwargs(env_kwargs) -> dict:
 
 
 def check_env_id(env_id: str) -> None:
+    if env_id in craftax.ENV_IDS:
+        return
+    if env_id in memorygym.BASE_IDS:
+        memorygym.import_memory_gym()  # registers memory-gym's ids
     if env_id not in gym.registry:
         raise ValueError(f"unknown env id {env_id!r}. This project registers: {', '.join(ENV_IDS)} (any other registered gymnasium id also works if its spaces are supported).")
 
 
+def make_env(env_id: str, render_mode=None, **kwargs):
+    """One env as the scripts need it: memory-gym envs with success info, images channels-first (C, H, W)."""
+    if env_id in memorygym.BASE_IDS:  # memory-gym's own ids, made through our wrappers
+        env = memorygym.make_memory_gym_env(env_id, render_mode=render_mode, **kwargs)
+    else:
+        env = gym.make(env_id, render_mode=render_mode, **kwargs) if render_mode else gym.make(env_id, **kwargs)
+    if is_hwc_image(env.observation_space):
+        env = ChannelsFirst(env)
+    return env
+
+
 def make_envs(env_id: str, num_envs: int, seed: int, env_kwargs="{}", capture_video: bool = False, run_name: str = "run"):
-    """A vector env of `num_envs` copies of `env_id`; episode statistics recorded per env; video of env 0 if asked."""
+    """A vector env of `num_envs` copies of `env_id`; episode statistics recorded per env; video of env 0 if asked.
+
+    Craftax ids give one batched JAX vector env (envs/craftax.py) with the same interface.
+    """
     check_env_id(env_id)
     kwargs = parse_env_kwargs(env_kwargs)
+
+    if env_id in craftax.ENV_IDS:
+        if capture_video:
+            raise ValueError(f"--capture-video is not supported for {env_id} (symbolic observations, no renderer)")
+        try:
+            envs = craftax.CraftaxVecEnv(env_id, num_envs, **kwargs)
+        except TypeError as e:
+            raise ValueError(f"{env_id} does not accept --env-kwargs {kwargs}: {e} (it accepts reset_pool_size, max_episode_steps)") from None
+        envs.action_space.seed(seed)
+        return envs
 
     def thunk(idx):
         def _make():
             try:
                 if capture_video and idx == 0:
-                    env = gym.make(env_id, render_mode="rgb_array", **kwargs)
+                    env = make_env(env_id, render_mode="rgb_array", **kwargs)
                     if env.render_mode != "rgb_array":
                         raise ValueError(f"--capture-video needs an env that renders rgb_array frames; {env_id} does not")
                     env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", disable_logger=True)
                 else:
-                    env = gym.make(env_id, **kwargs)
+                    env = make_env(env_id, **kwargs)
             except TypeError as e:
                 raise ValueError(f"{env_id} does not accept --env-kwargs {kwargs}: {e}") from None
             return gym.wrappers.RecordEpisodeStatistics(env)
