@@ -130,12 +130,7 @@ def main(args):
         f"Each run smoothed by a trailing moving average over {args.smooth} logged points, then interpolated onto "
         f"{args.num_points} steps over the range all its seeds cover."
     )
-    fig.tight_layout()
-    fig.text(0.5, 0, caption, ha="center", va="top", fontsize=8, wrap=True)
-    paths = tb_runs.save_figure(fig, args.out)
-    plt.close(fig)
-    print("wrote " + " and ".join(paths))
-    return paths
+    return tb_runs.save_figure(fig, args.out, caption, caption_size=8)
 
 
 if __name__ == "__main__":

@@ -168,12 +168,7 @@ def main(args):
     how = "as in the sweep CSV" if args.csv else f"mean of the last {args.final_frac:.0%} of each run's logged points"
     caption = (f"Final value: {how}. Points: mean over seeds (n in the legend); error bars: "
                f"{tb_runs.ci_caption(args.ci, n_boot=args.n_boot)}; dots: single seeds.")
-    fig.tight_layout()
-    fig.text(0.5, 0, caption, ha="center", va="top", fontsize=7, wrap=True)
-    paths = tb_runs.save_figure(fig, args.out)
-    plt.close(fig)
-    print("wrote " + " and ".join(paths))
-    return paths
+    return tb_runs.save_figure(fig, args.out, caption, caption_size=7)
 
 
 if __name__ == "__main__":

@@ -260,8 +260,14 @@ def ci_caption(method, confidence=0.95, n_boot=2000):
     return f"{confidence:.0%} Student-t CI of the mean over seeds"
 
 
-def save_figure(fig, out):
-    """Saves `out`.png and `out`.pdf (a given .png/.pdf suffix is dropped), creating the folder; returns the paths."""
+def save_figure(fig, out, caption=None, caption_size=8):
+    """Saves `out`.png and `out`.pdf (a given .png/.pdf suffix is dropped), creating the folder, with `caption`
+    under the panels; closes the figure and returns the paths."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    if caption:
+        fig.text(0.5, 0, caption, ha="center", va="top", fontsize=caption_size, wrap=True)
     base, ext = os.path.splitext(out)
     if ext.lower() not in (".png", ".pdf"):
         base = out
@@ -269,4 +275,6 @@ def save_figure(fig, out):
     paths = [base + ".png", base + ".pdf"]
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")
     fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    print("wrote " + " and ".join(paths))
     return paths
