@@ -65,7 +65,7 @@ def make_env(env_id: str, render_mode=None, **kwargs):
     if env_id in memorygym.BASE_IDS:  # memory-gym's own ids, made through our wrappers
         env = memorygym.make_memory_gym_env(env_id, render_mode=render_mode, **kwargs)
     else:
-        env = gym.make(env_id, render_mode=render_mode, **kwargs) if render_mode else gym.make(env_id, **kwargs)
+        env = gym.make(env_id, render_mode=render_mode, **kwargs)
     if is_hwc_image(env.observation_space):
         env = ChannelsFirst(env)
     return env

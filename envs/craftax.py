@@ -157,12 +157,15 @@ class CraftaxVecEnv(gym.vector.VectorEnv):
         if actions.shape != (self.num_envs,):
             raise ValueError(f"Craftax vector env expects actions of shape ({self.num_envs},), got {actions.shape}")
         self._carry, out = self._step_fn(self._carry, self._jax.numpy.asarray(actions, dtype=np.int32))
-        out = {k: np.array(v) for k, v in out.items()}  # one device->host copy per array
+        # one device->host copy per array; the pre-reset observations only on steps where an episode ended
+        final_obs = out.pop("final_obs")
+        out = {k: np.array(v) for k, v in out.items()}
         terminated, truncated = out["terminated"], out["truncated"]
         done = terminated | truncated
         infos = {}
         if done.any():
             now = time.perf_counter()
+            final_obs = np.array(final_obs)
             final_info = np.full(self.num_envs, None, dtype=object)
             final_observation = np.full(self.num_envs, None, dtype=object)
             for i in np.flatnonzero(done):
@@ -174,7 +177,7 @@ class CraftaxVecEnv(gym.vector.VectorEnv):
                     },
                     "achievements": float(out["achievements"][i]),
                 }
-                final_observation[i] = out["final_obs"][i]
+                final_observation[i] = final_obs[i]
                 self._episode_start[i] = now
             infos = {"final_observation": final_observation, "_final_observation": done.copy(),
                      "final_info": final_info, "_final_info": done.copy()}
