@@ -67,3 +67,39 @@ def test_oscillator_state_approaches_the_factorised_matrix_recurrence_as_r_grows
     assert errors[2] > errors[4] > errors[16] > errors[64]
     assert errors[2] > 1.0
     assert errors[64] < 0.05
+
+
+def test_attention_is_the_exact_gated_recurrence_with_resets():
+    """GaLiTeAttention against shared/AGALITE.md section 2 written out for one head of one sequence at a
+    time, with an episode start in the middle of the chunk and a non-zero carried-in state."""
+    from ppo_galite import GaLiTeAttention
+
+    torch.manual_seed(0)
+    T, B, H, d, eta, d_model = 7, 2, 2, 3, 2, 8
+    layer = GaLiTeAttention(d_model, H, d, eta).double()
+    x = torch.randn(T, B, d_model, dtype=torch.float64)
+    keep = torch.ones(T, B, dtype=torch.float64)
+    keep[4, 1] = 0.0  # sequence 1 starts a new episode at step 4
+    C0 = torch.rand(B, H, d, eta * d, dtype=torch.float64)
+    s0 = torch.rand(B, H, eta * d, dtype=torch.float64)
+    with torch.no_grad():
+        out, (C_T, s_T) = layer(x, (C0, s0), keep)
+        parts = layer.proj(x).view(T, B, H, -1).split([d, d, d, d, d, eta, eta, eta], dim=-1)
+        expected = torch.zeros(T, B, H, d, dtype=torch.float64)
+        for b in range(B):
+            for h in range(H):
+                C, s = C0[b, h], s0[b, h]
+                for t in range(T):
+                    k, q, v, beta, gamma, p1, p2, p3 = (p[t, b, h] for p in parts)
+                    key = torch.kron(torch.relu(p1), torch.relu(k))  # eta*d: p1[0] k, p1[1] k, ...
+                    query = torch.kron(torch.relu(p2), torch.relu(q))
+                    gamma = torch.kron(torch.sigmoid(p3), torch.sigmoid(gamma))
+                    beta = torch.sigmoid(beta)
+                    if keep[t, b] == 0:
+                        C, s = torch.zeros_like(C), torch.zeros_like(s)
+                    C = (1 - torch.outer(beta, gamma)) * C + torch.outer(beta * v, gamma * key)
+                    s = (1 - gamma) * s + gamma * key
+                    expected[t, b, h] = C @ query / (s @ query + layer.eps)
+                torch.testing.assert_close(C_T[b, h], C)
+                torch.testing.assert_close(s_T[b, h], s)
+        torch.testing.assert_close(out, layer.out(expected.flatten(-2)))
