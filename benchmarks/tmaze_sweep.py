@@ -16,8 +16,9 @@ directory stays; the plotting tools use the newest directory of an (exp_name, se
 
 At the end the summary CSV (default <workdir>/runs/<tag>_summary.csv) gets one row per finished run of the grid:
 script, corridor_length, seed, final_success, final_return (mean of the last --final-frac of the run's
-logged points of charts/success_rate and charts/episodic_return), steps (the last logged step), wall_time_s,
-run_dir. The exit status is 1 if a run failed.
+logged points of charts/success_rate and charts/episodic_return), solved_at (the first step at which the mean
+success of --solved-window consecutive logged points reaches --solved-threshold; empty if never), sps (the
+last logged charts/SPS), steps (the last logged step), wall_time_s, run_dir. The exit status is 1 if a run failed.
 
 Usage:
     python benchmarks/tmaze_sweep.py --scripts agalite gtrxl lstm --lengths 10 60 120 --seeds 1 2 --total-timesteps 500000 --jobs 2
@@ -49,7 +50,8 @@ SCRIPT_ARGS = {
     "gtrxl": [],
     "lstm": [],
 }
-CSV_COLUMNS = ["script", "corridor_length", "seed", "final_success", "final_return", "steps", "wall_time_s", "run_dir"]
+CSV_COLUMNS = ["script", "corridor_length", "seed", "final_success", "final_return", "solved_at", "sps", "steps",
+               "wall_time_s", "run_dir"]
 
 
 @dataclass
@@ -80,6 +82,10 @@ class Args:
     """summary CSV (default <workdir>/runs/<tag>_summary.csv)"""
     final_frac: float = 0.1
     """final value of a run = mean of this last fraction of its logged points"""
+    solved_threshold: float = 0.9
+    """solved_at: the mean success that counts as solved ..."""
+    solved_window: int = 5
+    """... over this many consecutive logged points (one per update)"""
     threads_per_job: int = 0
     """OMP_NUM_THREADS of each run when not set already (0: cores // jobs, at least 1)"""
     poll_s: float = 1.0
@@ -150,10 +156,14 @@ def summary_row(args, run, marker):
     def final(tag):
         return round(tb_runs.final_value(scalars[tag][1], args.final_frac), 6) if tag in scalars and len(scalars[tag][1]) else ""
 
+    solved_at = None
+    if "charts/success_rate" in scalars:
+        solved_at = tb_runs.first_solved_step(*scalars["charts/success_rate"], args.solved_threshold, args.solved_window)
+    sps = round(float(scalars["charts/SPS"][1][-1])) if len(scalars.get("charts/SPS", ((), ()))[1]) else ""
     steps = max((int(s[-1]) for s, _ in scalars.values() if len(s)), default=0)
     return {"script": run["script"], "corridor_length": run["length"], "seed": run["seed"],
             "final_success": final("charts/success_rate"), "final_return": final("charts/episodic_return"),
-            "steps": steps, "wall_time_s": round(marker["wall_time_s"], 1), "run_dir": marker["run_dir"]}
+            "solved_at": "" if solved_at is None else solved_at, "sps": sps, "steps": steps, "wall_time_s": round(marker["wall_time_s"], 1), "run_dir": marker["run_dir"]}
 
 
 def main(args, extra_args=()):
@@ -236,7 +246,7 @@ def main(args, extra_args=()):
         writer.writerows(rows)
     for row in rows:
         print(f"{row['script']:>8} L={row['corridor_length']:<4} seed {row['seed']:<3} success {row['final_success']!s:>8} "
-              f"return {row['final_return']!s:>9} steps {row['steps']:>9} {row['wall_time_s']:>8} s")
+              f"return {row['final_return']!s:>9} solved at {row['solved_at'] or 'never':>8} steps {row['steps']:>9} {row['wall_time_s']:>8} s")
     print(f"wrote {args.summary_csv} ({len(rows)} finished runs of {len(runs)}); failed this time: {failed or 'none'}")
     return {"ran": ran, "skipped": skipped, "failed": failed}
 

@@ -194,6 +194,17 @@ def final_value(values, frac):
     return float(np.mean(values[-n:]))
 
 
+def first_solved_step(steps, values, threshold=0.9, window=5):
+    """The step of the first logged point at which the mean of the last `window` points (this one
+    included) reaches `threshold`, or None if that never happens (the README's "solved at")."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < window:
+        return None
+    means = np.convolve(values, np.ones(window) / window, mode="valid")  # means[i]: points i .. i+window-1
+    hits = np.nonzero(means >= threshold)[0]
+    return int(steps[hits[0] + window - 1]) if len(hits) else None
+
+
 def t_interval_factor(confidence, df):
     """Two-sided Student t quantile t_{(1+confidence)/2, df}, found by bisection on the closed-form
     P(|T| < t) for an integer number of degrees of freedom (no scipy needed)."""

@@ -107,6 +107,11 @@ def test_smooth_final_and_hparams():
     assert tb_runs.final_value(np.arange(1, 11), 0.2) == 9.5  # last 2 of 10
     assert tb_runs.final_value(np.arange(1, 11), 0.25) == 9.0  # ceil(2.5) = last 3
     assert tb_runs.final_value([4.0], 0.1) == 4.0
+    steps, success = np.arange(1, 11) * 100, np.array([0, 1, 0, 1, 1, 1, 1, 0.5, 1, 1])
+    assert tb_runs.first_solved_step(steps, success, 0.9, 5) == 800  # points 3..7 (steps 400-800) average 0.9, 2..6 0.8
+    assert tb_runs.first_solved_step(steps, success, 0.9, 1) == 200
+    assert tb_runs.first_solved_step(steps, success, 0.95, 8) is None
+    assert tb_runs.first_solved_step(steps[:3], success[:3], 0.5, 5) is None  # fewer points than the window
     params = tb_runs.parse_hparams('|param|value|\n|-|-|\n|env_id|TMaze-v0|\n|env_kwargs|{"corridor_length": 60}|\n|seed|1|')
     assert params == {"env_id": "TMaze-v0", "env_kwargs": '{"corridor_length": 60}', "seed": "1"}
     assert tb_runs.parse_env_kwargs(params["env_kwargs"]) == {"corridor_length": 60}
@@ -265,6 +270,12 @@ def test_sweep_runner_resumes(tmp_path):
     assert [r["script"] for r in rows] == ["agalite", "lstm"]
     assert rows[1]["final_success"] == "0.9" and rows[1]["final_return"] == "9.0" and rows[1]["steps"] == "1000"
     assert rows[1]["run_dir"].startswith(os.path.join("runs", "TMaze-v0__sweep_lstm_L10__1__"))
+    assert rows[1]["solved_at"] == "" and rows[1]["sps"] == ""  # success 0.0 .. 0.9: no 5 points average 0.9
+
+    # the summary is rewritten from the finished runs, here with "solved" = one point above 0.85 (0.9 at step 1000)
+    assert sweep(["lstm"], solved_window=1, solved_threshold=0.85)["skipped"] == ["sweep_lstm_L10__1"]
+    with open(work / "runs" / "sweep_summary.csv", newline="") as f:
+        assert [r["solved_at"] for r in csv.DictReader(f)] == ["1000"]
 
     # everything finished: nothing runs; other arguments for a finished run are refused before anything starts
     assert sweep(["agalite", "lstm"])["ran"] == []
