@@ -98,6 +98,7 @@ def main(args):
     envs = list(dict.fromkeys(tb_runs.env_label(r) for r in runs))  # in load_runs' order: corridor 10, 60, 120
     exp_names = sorted({r["exp_name"] for r in runs})
     colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(exp_names)}
+    styles = {name: ["-", "--", "-.", ":"][i % 4] for i, name in enumerate(exp_names)}  # lines that coincide stay visible
     fig, axes = plt.subplots(len(envs), len(metrics), figsize=(5.5 * len(metrics), 3.8 * len(envs)), squeeze=False)
     for row, env in enumerate(envs):
         env_runs = [r for r in runs if tb_runs.env_label(r) == env]
@@ -113,7 +114,7 @@ def main(args):
                 print(f"{env} | {metric} | {label}: final mean {line['mean'][-1]:.3f} at step {int(line['grid'][-1])}")
                 if line["cut"]:
                     print(f"note: {env} | {name}: the seeds end at different steps; the line stops where the shortest ends")
-                ax.plot(line["grid"], line["mean"], color=colors[name], label=label, marker="o" if len(line["grid"]) == 1 else None)
+                ax.plot(line["grid"], line["mean"], color=colors[name], linestyle=styles[name], label=label, marker="o" if len(line["grid"]) == 1 else None)
                 ax.fill_between(line["grid"], line["low"], line["high"], color=colors[name], alpha=0.2, linewidth=0)
             if drawn == 0:
                 ax.text(0.5, 0.5, f"no {metric} logged", ha="center", va="center", transform=ax.transAxes)
