@@ -177,9 +177,9 @@ class GaLiTeAttention(nn.Module):
         attn = []
         for t in range(T):
             keep_t = keep[t].view(B, 1, 1)
-            decay_C = (1 - beta[t].unsqueeze(-1) * gamma[t].unsqueeze(-2)) * keep_t.unsqueeze(-1)  # (B, H, d, eta*d)
-            C = decay_C * C + v_in[t].unsqueeze(-1) * k_in[t].unsqueeze(-2)
-            s = (1 - gamma[t]) * keep_t * s + k_in[t]
+            C, s = C * keep_t.unsqueeze(-1), s * keep_t  # forget the state where x[t] starts an episode
+            C = (1 - beta[t].unsqueeze(-1) * gamma[t].unsqueeze(-2)) * C + v_in[t].unsqueeze(-1) * k_in[t].unsqueeze(-2)
+            s = (1 - gamma[t]) * s + k_in[t]
             numerator = (C @ query[t].unsqueeze(-1)).squeeze(-1)  # (B, H, d)
             denominator = (s * query[t]).sum(-1, keepdim=True) + self.eps  # (B, H, 1)
             attn.append((numerator / denominator).flatten(-2))  # (B, H*d)

@@ -153,17 +153,21 @@ def summary_row(args, run, marker):
     loaded = tb_runs.load_run(os.path.join(args.workdir, marker["run_dir"]))
     scalars = loaded["scalars"]
 
+    def values(tag):
+        return scalars[tag][1] if tag in scalars else ()
+
     def final(tag):
-        return round(tb_runs.final_value(scalars[tag][1], args.final_frac), 6) if tag in scalars and len(scalars[tag][1]) else ""
+        return round(tb_runs.final_value(values(tag), args.final_frac), 6) if len(values(tag)) else ""
 
     solved_at = None
     if "charts/success_rate" in scalars:
         solved_at = tb_runs.first_solved_step(*scalars["charts/success_rate"], args.solved_threshold, args.solved_window)
-    sps = round(float(scalars["charts/SPS"][1][-1])) if len(scalars.get("charts/SPS", ((), ()))[1]) else ""
     steps = max((int(s[-1]) for s, _ in scalars.values() if len(s)), default=0)
     return {"script": run["script"], "corridor_length": run["length"], "seed": run["seed"],
             "final_success": final("charts/success_rate"), "final_return": final("charts/episodic_return"),
-            "solved_at": "" if solved_at is None else solved_at, "sps": sps, "steps": steps, "wall_time_s": round(marker["wall_time_s"], 1), "run_dir": marker["run_dir"]}
+            "solved_at": "" if solved_at is None else solved_at,
+            "sps": round(float(values("charts/SPS")[-1])) if len(values("charts/SPS")) else "",
+            "steps": steps, "wall_time_s": round(marker["wall_time_s"], 1), "run_dir": marker["run_dir"]}
 
 
 def main(args, extra_args=()):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppo_galite import Agent, Args
+from ppo_galite import Agent, Args, GaLiTeAttention
 
 OBS_SPACE = gym.spaces.Box(0.0, 1.0, (5,), np.float32)
 ACTION_SPACE = gym.spaces.Discrete(4)
@@ -72,8 +72,6 @@ def test_oscillator_state_approaches_the_factorised_matrix_recurrence_as_r_grows
 def test_attention_is_the_exact_gated_recurrence_with_resets():
     """GaLiTeAttention against shared/AGALITE.md section 2 written out for one head of one sequence at a
     time, with an episode start in the middle of the chunk and a non-zero carried-in state."""
-    from ppo_galite import GaLiTeAttention
-
     torch.manual_seed(0)
     T, B, H, d, eta, d_model = 7, 2, 2, 3, 2, 8
     layer = GaLiTeAttention(d_model, H, d, eta).double()
