@@ -1,4 +1,4 @@
-"""AGaLiTe specifics: the fixed-size state, the bounded oscillator tick, and the parallel scan's numerics."""
+"""AGaLiTe specifics: the fixed-size state, the bounded oscillator tick, and the recurrences' numerics and gradients."""
 
 import math
 from fractions import Fraction
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ppo_agalite
-from ppo_agalite import Agent, Args, gated_scan
+from ppo_agalite import Agent, Args, KeyReadout, LinearRecurrence, outer
 
 OBS_SPACE = gym.spaces.Box(0.0, 1.0, (5,), np.float32)
 ACTION_SPACE = gym.spaces.Discrete(4)
@@ -29,29 +29,78 @@ def sequential(a, b, h0):
 
 
 @pytest.mark.parametrize("T", [1, 2, 3, 7, 16, 33, 128])
-def test_scan_equals_the_recurrence(T):
+def test_linear_recurrence_equals_the_recurrence(T):
     g = torch.Generator().manual_seed(T)
     a = torch.rand(T, 3, 1, 5, generator=g, dtype=torch.float64)
     b = torch.randn(T, 3, 2, 5, generator=g, dtype=torch.float64)
     h0 = torch.randn(3, 2, 5, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(gated_scan(a, b, h0), sequential(a, b, h0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(LinearRecurrence.apply(a, b, h0), sequential(a, b, h0), rtol=0, atol=1e-12)
 
 
-def test_scan_is_safe_when_gates_are_near_0_or_1():
-    """Decays of exactly 0 (episode starts, gates saturated at 1) and near 1 over a long chunk: no division
-    by vanishing cumulative products, so float32 stays at rounding error and nothing becomes nan/inf."""
+def test_recurrence_is_safe_when_gates_are_near_0_or_1():
+    """Decays of exactly 0 (episode starts, gates saturated at 1) and near 1 over a long chunk: nothing becomes
+    nan/inf and float32 stays at rounding error (no division by vanishing cumulative products)."""
     T = 256
     g = torch.Generator().manual_seed(0)
     a = torch.rand(T, 4, 6, generator=g)
     a[::7] = 0.0  # hard resets
-    a[:, 0] = 1e-30  # gates saturated: the cumulative product underflows within two steps
+    a[:, 0] = 1e-30  # gates saturated: a cumulative product would underflow within two steps
     a[:, 1] = 1.0 - 1e-7  # almost no forgetting
     b = torch.randn(T, 4, 6, generator=g)
     h0 = torch.randn(4, 6, generator=g)
-    out = gated_scan(a, b, h0)
+    out = LinearRecurrence.apply(a, b, h0)
     assert torch.isfinite(out).all()
-    reference = sequential(a.double(), b.double(), h0.double())
-    torch.testing.assert_close(out.double(), reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.double(), sequential(a.double(), b.double(), h0.double()), rtol=1e-5, atol=1e-5)
+
+
+def test_linear_recurrence_gradients():
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(6, 2, 1, 3, generator=g, dtype=torch.float64).requires_grad_()  # broadcast over dim 2
+    x = torch.randn(6, 2, 4, 3, generator=g, dtype=torch.float64).requires_grad_()
+    h0 = torch.randn(2, 4, 3, generator=g, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(LinearRecurrence.apply, (a, x, h0))
+
+
+def key_readout_reference(qu, qw, gu, gw, ku, kw, keep, c, h0):
+    """KeyReadout written out with autograd: the eta*d vectors, every state, then the read-outs."""
+    query, gate, k_in = outer(qu, qw), outer(gu, gw), outer(ku, kw)
+    h, ys = h0, []
+    for t in range(c.shape[0]):
+        h = ((1 - gate[t]) * keep[t]).unsqueeze(-2) * h + c[t].unsqueeze(-1) * k_in[t].unsqueeze(-2)
+        ys.append((h * query[t].unsqueeze(-2)).sum(-1))
+    return torch.stack(ys), h
+
+
+def key_readout_inputs(T, seed, eta=3, d=4, J=3, N=(2, 2)):
+    g = torch.Generator().manual_seed(seed)
+    factors = [torch.rand((T, *N, size), generator=g, dtype=torch.float64) for size in (eta, d) * 3]
+    keep = (torch.rand((T, *N, 1), generator=g) > 0.2).double()  # episode starts inside the chunk
+    c = torch.randn((T, *N, J), generator=g, dtype=torch.float64)
+    h0 = torch.randn((*N, J, eta * d), generator=g, dtype=torch.float64)
+    return [f.requires_grad_() for f in factors], keep, c, h0.requires_grad_()
+
+
+@pytest.mark.parametrize("T, block", [(1, 32), (7, 3), (9, 3), (12, 32)])
+def test_key_readout_equals_autograd_through_the_recurrence(T, block):
+    """Outputs and every gradient, with blocks that split the chunk (evenly, unevenly, not at all), episode
+    starts inside, a carried-in state, and gradients reaching it through both outputs."""
+    factors, keep, c, h0 = key_readout_inputs(T, seed=T)
+    y, last = KeyReadout.apply(*factors, keep, c, h0, block)
+    y_ref, last_ref = key_readout_reference(*factors, keep, c, h0)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(last, last_ref, rtol=0, atol=1e-12)
+    g = torch.Generator().manual_seed(100 + T)
+    wy, wl = torch.randn(y.shape, generator=g, dtype=torch.float64), torch.randn(last.shape, generator=g, dtype=torch.float64)
+    inputs = [*factors, h0]
+    grads = torch.autograd.grad((y * wy).sum() + (last * wl).sum(), inputs)
+    grads_ref = torch.autograd.grad((y_ref * wy).sum() + (last_ref * wl).sum(), inputs)
+    for grad, grad_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-12)
+
+
+def test_key_readout_gradcheck():
+    factors, keep, c, h0 = key_readout_inputs(5, seed=0, eta=2, d=3, J=2, N=(2,))
+    assert torch.autograd.gradcheck(lambda *x: KeyReadout.apply(*x[:6], keep, c, x[6], 2), (*factors, h0))
 
 
 def test_state_size_is_fixed_and_matches_the_formula():
