@@ -103,6 +103,11 @@ class Args:
     """hidden size of each block's feed-forward part"""
     memory_len: int = 128
     """past steps each step attends to (M): the cache of every layer's inputs (the paper's GTrXL-128)"""
+    kv_cache: bool = False
+    """cache each layer's keys and values (2 * n_heads * d_head floats per step and layer) instead of its inputs, so
+    an acting step projects only the new step; the same outputs as the input cache with fixed weights, but the
+    training forward then starts from the keys and values stored during the rollout (computed with that rollout's
+    weights, like AGaLiTe's and the LSTM's stored states) instead of recomputing them from the stored inputs"""
     gru_bias: float = 2.0
     """initial bias b_g of the GRU gates (2: each block starts close to the identity map)"""
 
@@ -168,14 +173,15 @@ class XLAttention(nn.Module):
         # a step sees keys at distances 0 (itself) .. M (the oldest cached step); no other R is ever needed
         self.register_buffer("rel_emb", sinusoid_embedding(memory_len + 1, d_model), persistent=False)
 
-    def forward(self, y, mask):
-        """y: (M + T, B, d_model) the layer-normed cached steps then the T new steps, mask: (B, T, M + T) True
-        where new step t may attend to key j -> (T, B, d_model) for the new steps."""
-        K, B, _ = y.shape
+    def forward(self, y, kv, mask):
+        """y: (T, B, d_model) the T layer-normed new steps, kv: (M + T, B, 2 * H * d) `key_value` of the M cached
+        steps then of the T new ones, mask: (B, T, M + T) True where new step t may attend to key j
+        -> (T, B, d_model) for the new steps."""
+        T, B, _ = y.shape
         M, H, d = self.memory_len, self.n_heads, self.d_head
-        T = K - M
-        q = self.query(y[M:]).view(T, B, H, d)  # queries only for the new steps
-        k, v = self.key_value(y).view(K, B, H, 2 * d).chunk(2, dim=-1)  # (K, B, H, d) each
+        K = M + T
+        q = self.query(y).view(T, B, H, d)  # queries only for the new steps
+        k, v = kv.view(K, B, H, 2 * d).chunk(2, dim=-1)  # (K, B, H, d) each: per head, its key then its value
         r = self.position(self.rel_emb).view(M + 1, H, d)  # W_R R_n for every distance n = 0 .. M
         content = torch.einsum("tbhd,kbhd->bhtk", q + self.u, k)  # (B, H, T, K): terms (a) + (c)
         by_distance = torch.einsum("tbhd,nhd->bhtn", q + self.v, r)  # (B, H, T, M+1): terms (b) + (d)
@@ -223,12 +229,19 @@ class GTrXLBlock(nn.Module):
         )
         self.gate2 = GRUGate(args.d_model, args.gru_bias)
 
-    def forward(self, x, cache, mask):
-        """x: (T, B, d_model) the new steps' inputs, cache: (M, B, d_model) this layer's inputs of the M steps
-        before x[0], mask: (B, T, M + T) -> (T, B, d_model). Keys and values are the layer-normed cache and x."""
-        a = self.attention(self.ln1(torch.cat([cache, x])), mask)
+    def keys_values(self, x):
+        """x: (..., d_model) inputs of this layer -> (..., 2 * H * d) their keys and values."""
+        return self.attention.key_value(self.ln1(x))
+
+    def forward(self, x, cached_kv, mask):
+        """x: (T, B, d_model) the new steps' inputs, cached_kv: (M, B, 2 * H * d) `keys_values` of this layer's
+        inputs at the M steps before x[0], mask: (B, T, M + T) -> (T, B, d_model), and the new steps' keys and
+        values (T, B, 2 * H * d) for the kv cache."""
+        y = self.ln1(x)
+        kv = self.attention.key_value(y)
+        a = self.attention(y, torch.cat([cached_kv, kv]), mask)
         x = self.gate1(x, torch.relu(a))
-        return self.gate2(x, self.ffc(self.ln2(x)))
+        return self.gate2(x, self.ffc(self.ln2(x))), kv
 
 
 class Agent(nn.Module):
@@ -241,6 +254,9 @@ class Agent(nn.Module):
     so the training forward rebuilds exactly the cache that acting saw; that costs L * M * d_model floats per
     environment and stored sequence start (4 * 128 * 128 = 65,536 floats, 256 KiB, with the defaults),
     against 14,336 for AGaLiTe's defaults and 1,200 for the LSTM's.
+    With --kv-cache the cache is (L, B, M, 2 * H * d) instead: each layer's keys and values at those steps
+    (`GTrXLBlock.keys_values` of its inputs), L * M * 2 * H * d floats per environment (262,144, 1 MiB, with
+    the defaults); the training forward uses them as stored instead of recomputing them with the current weights.
     """
 
     def __init__(self, observation_space, action_space, args):
@@ -255,11 +271,12 @@ class Agent(nn.Module):
         self.layers = nn.ModuleList([GTrXLBlock(args) for _ in range(args.n_layers)])
         self.actor = layer_init(nn.Linear(args.d_model, sum(self.nvec)), std=0.01)
         self.critic = layer_init(nn.Linear(args.d_model, 1), std=1)
-        self.memory_len, self.d_model = args.memory_len, args.d_model
+        self.memory_len, self.kv_cache = args.memory_len, args.kv_cache
+        self.cache_width = 2 * args.n_heads * args.d_head if args.kv_cache else args.d_model  # floats per step and layer
 
     def initial_state(self, batch_size, device):
-        dtype = self.embed[0].weight.dtype  # the cache holds hidden states: the model's float type
-        cache = torch.zeros(len(self.layers), batch_size, self.memory_len, self.d_model, dtype=dtype, device=device)
+        dtype = self.embed[0].weight.dtype  # the cache holds hidden states (or keys and values): the model's float type
+        cache = torch.zeros(len(self.layers), batch_size, self.memory_len, self.cache_width, dtype=dtype, device=device)
         return cache, torch.zeros(1, batch_size, self.memory_len, dtype=torch.bool, device=device)
 
     def memory(self, x, state, done):
@@ -271,7 +288,7 @@ class Agent(nn.Module):
         M = self.memory_len
         hidden = self.embed(self.encoder(x.flatten(0, 1))).view(T, B, -1)  # (T, B, d_model)
         cache, valid = state
-        cache = cache.detach().transpose(1, 2)  # (L, M, B, d_model), time first like x; no gradient into the cache
+        cache = cache.detach().transpose(1, 2)  # (L, M, B, cache_width), time first like x; no gradient into the cache
 
         # Which keys (M cached steps, then the T new ones) each new step may attend to: (B, T, M + T).
         # Number the episodes inside the chunk: episode[t] = episode starts among steps 0..t, 0 for the
@@ -288,9 +305,13 @@ class Agent(nn.Module):
 
         new_caches = []
         for layer, layer_cache in zip(self.layers, cache):
-            new_caches.append(torch.cat([layer_cache, hidden])[-M:])  # this layer's inputs of the last M steps
-            hidden = layer(hidden, layer_cache, mask)
-        new_cache = torch.stack(new_caches).transpose(1, 2).detach()  # (L, B, M, d_model)
+            # the cached steps' keys and values (M, B, 2 * H * d): as stored while acting, or from the stored inputs
+            cached_kv = layer_cache if self.kv_cache else layer.keys_values(layer_cache)
+            layer_input = hidden
+            hidden, kv = layer(layer_input, cached_kv, mask)
+            # this layer's keys and values, or inputs, of the last M steps
+            new_caches.append(torch.cat([layer_cache, kv if self.kv_cache else layer_input])[-M:])
+        new_cache = torch.stack(new_caches).transpose(1, 2).detach()  # (L, B, M, cache_width)
         new_valid = same_episode[:, -1, -M:].unsqueeze(0)  # (1, B, M): the last M keys, seen from the last step
         return hidden, (new_cache, new_valid)
 

@@ -134,8 +134,9 @@ def test_state_size_grows_with_memory_len_only(memory_len):
     assert floats == L * B * memory_len * d_model  # per environment: n_layers * memory_len * d_model
 
 
-def test_no_gradient_flows_into_the_carried_cache():
-    agent = make_agent()
+@pytest.mark.parametrize("kv_cache", [False, True])
+def test_no_gradient_flows_into_the_carried_cache(kv_cache):
+    agent = make_agent(kv_cache=kv_cache)
     cache, valid = agent.initial_state(2, "cpu")
     cache = torch.randn_like(cache, requires_grad=True)
     valid = torch.ones_like(valid)
@@ -149,3 +150,76 @@ def test_no_gradient_flows_into_the_carried_cache():
 def test_bad_sizes_are_refused_clearly(bad):
     with pytest.raises(ValueError, match="GTrXL sizes must be positive integers"):
         make_agent(**bad)
+
+
+@torch.no_grad()
+def test_kv_cache_gives_the_same_outputs_as_the_input_cache():
+    """With the same weights, caching keys and values changes only what is stored, step by step past M steps."""
+    agent = make_agent()
+    kv_agent = make_agent(kv_cache=True)
+    kv_agent.load_state_dict(agent.state_dict())
+    B, T = 3, 3 * M + 2
+    x = inputs(T, B, seed=10)
+    done = torch.zeros(T, B, dtype=torch.float64)
+    done[0] = 1.0
+    done[4, 0] = done[2 * M + 1, 0] = done[M + 2, 1] = 1.0  # episode starts with full caches on both sides
+    action = torch.randint(0, 4, (T, B, 1), generator=torch.Generator().manual_seed(11))
+    state, kv_state = agent.initial_state(B, "cpu"), kv_agent.initial_state(B, "cpu")
+    for t in range(T):
+        x_t, done_t, action_t = x[t : t + 1], done[t : t + 1], action[t : t + 1]
+        h, _ = agent.memory(x_t, state, done_t)
+        kv_h, _ = kv_agent.memory(x_t, kv_state, done_t)
+        torch.testing.assert_close(kv_h, h, rtol=0, atol=1e-10)
+        _, logprob, _, value, state = agent.get_action_and_value(x_t, state, done_t, action_t)
+        _, kv_logprob, _, kv_value, kv_state = kv_agent.get_action_and_value(x_t, kv_state, done_t, action_t)
+        torch.testing.assert_close(kv_logprob, logprob, rtol=0, atol=1e-10)
+        torch.testing.assert_close(kv_value, value, rtol=0, atol=1e-10)
+        assert torch.equal(kv_state[1], state[1])
+    # the stored keys and values are exactly those the input cache recomputes from its stored inputs
+    for layer, inputs_cache, kv_cache in zip(agent.layers, state[0], kv_state[0]):
+        torch.testing.assert_close(kv_cache, layer.keys_values(inputs_cache), rtol=0, atol=1e-10)
+
+
+@torch.no_grad()
+def test_kv_cache_chunk_equals_steps_with_a_carried_cache_and_episode_starts():
+    agent = make_agent(kv_cache=True)
+    B = 3
+    done0 = torch.zeros(7, B, dtype=torch.float64)
+    done0[4, 1] = 1.0
+    _, state = agent.memory(inputs(7, B, seed=1), agent.initial_state(B, "cpu"), done0)
+    assert state[0].any() and state[1][0, 0].all() and not state[1][0, 1].all()
+    T = 13
+    x = inputs(T, B, seed=2)
+    done = torch.zeros(T, B, dtype=torch.float64)
+    done[3, 0] = done[9, 0] = 1.0  # two episode starts inside the chunk
+    done[0, 2] = 1.0  # the chunk starts a new episode: the whole carried cache is from an earlier one
+    h_chunk, state_chunk = agent.memory(x, state, done)
+    h_steps, state_steps = step_by_step(agent, x, state, done)
+    torch.testing.assert_close(h_chunk, h_steps, rtol=0, atol=1e-10)
+    torch.testing.assert_close(state_chunk[0], state_steps[0], rtol=0, atol=1e-10)
+    assert torch.equal(state_chunk[1], state_steps[1])
+    for cut in (1, 2, 6, 11, 12):
+        h_a, s = agent.memory(x[:cut], state, done[:cut])
+        h_b, s = agent.memory(x[cut:], s, done[cut:])
+        torch.testing.assert_close(torch.cat([h_a, h_b]), h_chunk, rtol=0, atol=1e-10)
+        torch.testing.assert_close(s[0], state_chunk[0], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("memory_len", [1, 5])
+def test_kv_cache_state_holds_keys_and_values(memory_len):
+    agent = make_agent(memory_len=memory_len, kv_cache=True)
+    B, L, H, d = 3, 2, 2, 8
+    state = agent.initial_state(B, "cpu")
+    assert [tuple(t.shape) for t in state] == [(L, B, memory_len, 2 * H * d), (1, B, memory_len)]
+    assert state[0].dtype == torch.float64 and state[1].dtype == torch.bool
+    with torch.no_grad():
+        for T in (1, memory_len + 3):
+            _, state = agent.memory(inputs(T, B, seed=T), state, torch.zeros(T, B, dtype=torch.float64))
+            assert [tuple(t.shape) for t in state] == [(L, B, memory_len, 2 * H * d), (1, B, memory_len)]
+    # layer 0's keys and values are those of the embedded last observations
+    x = inputs(memory_len, B, seed=12)
+    with torch.no_grad():
+        _, (kv, _) = agent.memory(x, agent.initial_state(B, "cpu"), torch.zeros(memory_len, B, dtype=torch.float64))
+        torch.testing.assert_close(kv[0], agent.layers[0].keys_values(agent.embed(x)).transpose(0, 1), rtol=0, atol=1e-12)
+    floats = sum(t.numel() for t in state if t.is_floating_point())
+    assert floats == B * L * memory_len * 2 * H * d  # per environment: n_layers * memory_len * 2 * n_heads * d_head
