@@ -41,6 +41,15 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, cuda will be enabled when available"""
+    threads: int = 1
+    """torch's CPU threads (0: torch's default, all cores). 1: on T-Maze as fast as 2 threads on a 2-core machine,
+    and runs side by side do not slow each other down; image observations train faster with all cores when the run
+    has the machine to itself, but crawl when runs share it (measured, README "Speed")"""
+    compile: bool = False
+    """compile the acting step, the minibatch loss and the optimizer step with torch.compile (on a GPU also CUDA
+    graphs). Needs a C++ compiler on a CPU machine; the first update waits for the compilation (README: when it pays)"""
+    cudagraphs: bool = True
+    """with --compile on a GPU: replay CUDA graphs (torch.compile's reduce-overhead mode), not just fused kernels"""
     capture_video: bool = False
     """whether to record videos of the evaluation episodes (image environments only; needs --save-model)"""
     save_model: bool = False
@@ -158,7 +167,7 @@ def recurrence_(x, a, h):
     A plain loop over time: only products of gates and sums are formed (nothing is divided by a cumulative
     product of gates, which vanishes when gates are near 0 or an episode starts), so it is the recurrence
     itself, and at these sizes a loop is faster than a parallel scan (one CPU thread, a (128, 8, 4, 3, 256)
-    chunk: 2.9 ms, against 21.6 ms for a work-efficient scan; compiled, the loop fuses into one kernel).
+    chunk: 2.9 ms, against 21.6 ms for a work-efficient scan).
     """
     for x_t, a_t in zip(x.unbind(0), a.unbind(0)):
         h = x_t.addcmul_(a_t, h)
@@ -176,97 +185,141 @@ def adjoint_(g, a, g_last):
     return g
 
 
-class LinearRecurrence(torch.autograd.Function):
-    """All states of h_t = a_t * h_{t-1} + x_t (recurrence_), a: (T, ...) broadcasting against x: (T, ...), h0: (...).
-    One autograd node for the whole chunk (autograd through the loop makes one per step, slow to run
-    backwards): the backward is the adjoint recurrence, dL/dx_t = G_t, dL/da_t = G_t h_{t-1}, dL/dh0 = a_0 G_0."""
-
-    @staticmethod
-    def forward(ctx, a, x, h0):
-        h = recurrence_(x.clone(), a, h0)
-        ctx.save_for_backward(a, h, h0)
-        return h
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dh):
-        a, h, h0 = ctx.saved_tensors
-        G = adjoint_(dh.clone(), a, torch.zeros_like(h0))
-        da = torch.cat([G[:1] * h0, G[1:] * h[:-1]]).sum_to_size(a.shape)
-        return da, G, a[0] * G[0]
+# The recurrences are custom operators (torch.library) with their own backward, not autograd through the loops:
+# - autograd would make one node per step (slow to run backwards) and keep every state for the backward;
+# - torch.compile sees each operator as one opaque call: it would otherwise unroll the loops over time into its
+#   graph (measured on AGaLiTe's T-Maze training step: 11 minutes of compilation, and a program slower than eager).
 
 
-class KeyReadout(torch.autograd.Function):
+@torch.library.custom_op("agalite::linear_recurrence", mutates_args=())
+def linear_recurrence(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    """All states of h_t = a_t * h_{t-1} + x_t (recurrence_): a (T, ...) broadcasting against x (T, ...), h0 (...)."""
+    return recurrence_(x.clone(), a, h0)
+
+
+@torch.library.custom_op("agalite::linear_recurrence_backward", mutates_args=())
+def linear_recurrence_backward(dh: torch.Tensor, a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor) -> list[torch.Tensor]:
+    """The adjoint recurrence: dL/dx_t = G_t, dL/da_t = G_t h_{t-1} (summed over a's broadcast dims), dL/dh0 = a_0 G_0."""
+    G = adjoint_(dh.clone(), a, torch.zeros_like(h0))
+    da = torch.cat([G[:1] * h0, G[1:] * h[:-1]]).sum_to_size(a.shape)
+    return [da, G, a[0] * G[0]]
+
+
+@linear_recurrence.register_fake
+def _(a, x, h0):
+    return torch.empty_like(x)
+
+
+@linear_recurrence_backward.register_fake
+def _(dh, a, h, h0):
+    return [torch.empty_like(a), torch.empty_like(h), torch.empty_like(h0)]
+
+
+def _linear_recurrence_setup(ctx, inputs, output):
+    a, x, h0 = inputs
+    ctx.save_for_backward(a, output, h0)
+
+
+def _linear_recurrence_grad(ctx, dh):
+    return tuple(linear_recurrence_backward(dh, *ctx.saved_tensors))
+
+
+linear_recurrence.register_autograd(_linear_recurrence_grad, setup_context=_linear_recurrence_setup)
+
+
+def key_vectors(query_u, query_w, gamma_u, gamma_w, k_u, k_w, keep):
+    """key_readout's eta*d-sized vectors from their factors: query_t, a_t = (1 - gamma_t) (1 - done_t), k'_t."""
+    return outer(query_u, query_w), (1 - outer(gamma_u, gamma_w)) * keep, outer(k_u, k_w)
+
+
+def key_states(a, k_in, c, h):
+    """h_t[j] = a_t * h_{t-1}[j] + c_t[j] k'_t for the steps of one block, from the state h before it: (C, N, J, eta*d)."""
+    return recurrence_(c.unsqueeze(-1) * k_in.unsqueeze(-2), a.unsqueeze(-2), h)  # inputs c_t[j] k'_t
+
+
+@torch.library.custom_op("agalite::key_readout", mutates_args=())
+def key_readout(
+    query_u: torch.Tensor, query_w: torch.Tensor, gamma_u: torch.Tensor, gamma_w: torch.Tensor, k_u: torch.Tensor,
+    k_w: torch.Tensor, keep: torch.Tensor, c: torch.Tensor, h0: torch.Tensor, block: int = 32,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """AGaLiTe's key side over a chunk (shared/AGALITE.md section 1): the read-outs y_t[j] = <h_t[j], query_t> of
         h_t[j] = a_t * h_{t-1}[j] + c_t[j] k'_t,    a_t = (1 - gamma_t) (1 - done_t),
     where the rows j are tilde_k's r oscillators, c_t[j] = c_j(t), and one more row with c = 1, which is s.
     Every eta*d-sized vector here is an outer product of an eta-sized and a d-sized one:
         query_t = relu(p2) (x) relu(q),  gamma_t = sigmoid(p3) (x) sigmoid(gamma),
         k'_t = gamma_t * key_t = (sigmoid(p3) relu(p1)) (x) (sigmoid(gamma) relu(k)),
-    and the function takes those factors: query_u, gamma_u, k_u (T, N, eta) and query_w, gamma_w, k_w
+    and the operator takes those factors: query_u, gamma_u, k_u (T, N, eta) and query_w, gamma_w, k_w
     (T, N, d), with N any batch dims; keep = 1 - done (T, N, 1); c (T, N, J); h0 (N, J, eta*d)
-    -> y (T, N, J) and the last state h_{T-1} (N, J, eta*d).
+    -> y (T, N, J), the last state h_{T-1} (N, J, eta*d), and the states at the starts of blocks of `block`
+    steps (T / block, N, J, eta*d), kept for the backward.
 
-    Why a function of its own: autograd would keep, for the backward, the eta*d-sized query, gate and input
-    of every step and all T states (T * J * eta*d floats per head and layer): AGaLiTe's training memory was
-    4 times GTrXL-128's at T-Maze sizes. The outputs need only the read-outs, so the forward keeps only the
-    factors and the states at the starts of blocks of `block` steps, and the backward, block by block from
-    the last, rebuilds the block's vectors and states and runs the adjoint recurrence backwards in time:
+    Why not autograd: it would keep, for the backward, the eta*d-sized query, gate and input of every step
+    and all T states (T * J * eta*d floats per head and layer): AGaLiTe's training memory was 4 times
+    GTrXL-128's at T-Maze sizes. The outputs need only the read-outs, so only the factors and the block
+    starts are kept, and the backward (key_readout_backward) rebuilds one block of vectors and states at a time.
+    """
+    ys, starts, h = [], [], h0
+    for s in range(0, c.shape[0], block):
+        query, a, k_in = key_vectors(*(f[s : s + block] for f in (query_u, query_w, gamma_u, gamma_w, k_u, k_w, keep)))
+        states = key_states(a, k_in, c[s : s + block], h)
+        ys.append((states * query.unsqueeze(-2)).sum(-1))
+        starts.append(h)
+        h = states[-1]
+    return torch.cat(ys), h.clone(), torch.stack(starts)
+
+
+@torch.library.custom_op("agalite::key_readout_backward", mutates_args=())
+def key_readout_backward(
+    dy: torch.Tensor, dh_last: torch.Tensor, query_u: torch.Tensor, query_w: torch.Tensor, gamma_u: torch.Tensor,
+    gamma_w: torch.Tensor, k_u: torch.Tensor, k_w: torch.Tensor, keep: torch.Tensor, c: torch.Tensor,
+    starts: torch.Tensor, block: int,
+) -> list[torch.Tensor]:
+    """Gradients of key_readout with respect to its six factors and h0. Block by block from the last: rebuild
+    the block's vectors and states from its start, then run the adjoint recurrence backwards in time,
         G_t = dL/dh_t = dy_t[j] query_t + a_{t+1} G_{t+1}   (G_{T-1} also gets dL/dh_{T-1}),
         dL/dquery_t = sum_j dy_t[j] h_t[j],  dL/dk'_t = sum_j c_t[j] G_t[j],  dL/da_t = sum_j G_t[j] h_{t-1}[j],
-        dL/dh0 = a_0 G_0,  and the factors' gradients through the outer products (outer_backward).
-    The recurrence runs as a plain loop over time, in place: only products of gates and sums are formed
-    (nothing is divided by a cumulative product of gates, which vanishes when gates are near 0 or an episode
-    starts), and at these sizes a loop is faster than a parallel scan (one CPU thread, a (128, 8, 4, 3, 256)
-    chunk: 2.9 ms, against 21.6 ms for a work-efficient scan). Working memory: one block of states.
-    """
+        dL/dh0 = a_0 G_0,  and the factors' gradients through the outer products (outer_backward)."""
+    factors = (query_u, query_w, gamma_u, gamma_w, k_u, k_w, keep)
+    c, dy = c.contiguous(), dy.contiguous()  # (bmm on broadcast views falls back to a slow loop)
+    grads = [torch.empty_like(f) for f in factors[:6]]
+    carry = dh_last  # dL/dh at the end of the block, from the steps after it
+    for i in reversed(range(starts.shape[0])):
+        s, e = i * block, min((i + 1) * block, c.shape[0])
+        query, a, k_in = key_vectors(*(f[s:e] for f in factors))
+        h = key_states(a, k_in, c[s:e], starts[i])  # recomputed, (C, N, J, eta*d)
+        G = adjoint_(dy[s:e].unsqueeze(-1) * query.unsqueeze(-2), a.unsqueeze(-2), carry)  # dL/dh_t
+        h_before = torch.cat([starts[i].unsqueeze(0), h[:-1]])  # h_{t-1}
+        d_query = (dy[s:e].unsqueeze(-2) @ h).squeeze(-2)
+        d_gamma = -keep[s:e] * (G * h_before).sum(-2)  # a = (1 - gamma) * keep
+        d_k_in = (c[s:e].unsqueeze(-2) @ G).squeeze(-2)
+        carry = a[0].unsqueeze(-2) * G[0]  # dL/dh_{s-1}
+        for u, grad in [(0, d_query), (2, d_gamma), (4, d_k_in)]:
+            grads[u][s:e], grads[u + 1][s:e] = outer_backward(grad, factors[u][s:e], factors[u + 1][s:e])
+    return grads + [carry]
 
-    @staticmethod
-    def vectors(query_u, query_w, gamma_u, gamma_w, k_u, k_w, keep):
-        """query_t, a_t and k'_t, each (C, N, eta*d)."""
-        return outer(query_u, query_w), (1 - outer(gamma_u, gamma_w)) * keep, outer(k_u, k_w)
 
-    @staticmethod
-    def states(a, k_in, c, h):
-        """h_t for the steps of one block, from the state h before it: (C, N, J, eta*d)."""
-        return recurrence_(c.unsqueeze(-1) * k_in.unsqueeze(-2), a.unsqueeze(-2), h)  # inputs c_t[j] k'_t
+@key_readout.register_fake
+def _(query_u, query_w, gamma_u, gamma_w, k_u, k_w, keep, c, h0, block=32):
+    n_blocks = (c.shape[0] + block - 1) // block
+    return c.new_empty(c.shape), h0.new_empty(h0.shape), h0.new_empty((n_blocks,) + h0.shape)
 
-    @staticmethod
-    def forward(ctx, query_u, query_w, gamma_u, gamma_w, k_u, k_w, keep, c, h0, block=32):
-        factors = (query_u, query_w, gamma_u, gamma_w, k_u, k_w, keep)
-        c = c.contiguous()  # (the backward's bmm on broadcast views would fall back to a slow loop)
-        ys, starts, h = [], [], h0
-        for s in range(0, c.shape[0], block):
-            query, a, k_in = KeyReadout.vectors(*(f[s : s + block] for f in factors))
-            states = KeyReadout.states(a, k_in, c[s : s + block], h)
-            ys.append((states * query.unsqueeze(-2)).sum(-1))
-            starts.append(h)
-            h = states[-1].clone()
-        ctx.block = block
-        ctx.save_for_backward(*factors, c, *starts)
-        return torch.cat(ys), h
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy, dh_last):
-        factors, c, starts = ctx.saved_tensors[:7], ctx.saved_tensors[7], ctx.saved_tensors[8:]
-        keep = factors[6]
-        dy = dy.contiguous()
-        grads = [torch.empty_like(f) for f in factors[:6]]
-        carry = dh_last  # dL/dh at the end of the block, from the steps after it
-        for i in reversed(range(len(starts))):
-            s, e = i * ctx.block, min((i + 1) * ctx.block, c.shape[0])
-            query, a, k_in = KeyReadout.vectors(*(f[s:e] for f in factors))
-            h = KeyReadout.states(a, k_in, c[s:e], starts[i])  # recomputed, (C, N, J, eta*d)
-            G = adjoint_(dy[s:e].unsqueeze(-1) * query.unsqueeze(-2), a.unsqueeze(-2), carry)  # dL/dh_t
-            h_before = torch.cat([starts[i].unsqueeze(0), h[:-1]])  # h_{t-1}
-            d_query = (dy[s:e].unsqueeze(-2) @ h).squeeze(-2)
-            d_gamma = -keep[s:e] * (G * h_before).sum(-2)  # a = (1 - gamma) * keep
-            d_k_in = (c[s:e].unsqueeze(-2) @ G).squeeze(-2)
-            carry = a[0].unsqueeze(-2) * G[0]  # dL/dh_{s-1}
-            for i_u, grad in [(0, d_query), (2, d_gamma), (4, d_k_in)]:
-                grads[i_u][s:e], grads[i_u + 1][s:e] = outer_backward(grad, factors[i_u][s:e], factors[i_u + 1][s:e])
-        return (*grads, None, None, carry, None)
+@key_readout_backward.register_fake
+def _(dy, dh_last, query_u, query_w, gamma_u, gamma_w, k_u, k_w, keep, c, starts, block):
+    return [torch.empty_like(f) for f in (query_u, query_w, gamma_u, gamma_w, k_u, k_w, dh_last)]
+
+
+def _key_readout_setup(ctx, inputs, output):
+    ctx.block = inputs[-1]
+    ctx.save_for_backward(*inputs[:8], output[2])  # the factors, keep, c and the block starts
+
+
+def _key_readout_grad(ctx, dy, dh_last, _):
+    *grads, dh0 = key_readout_backward(dy, dh_last, *ctx.saved_tensors, ctx.block)
+    return (*grads, None, None, dh0, None)
+
+
+key_readout.register_autograd(_key_readout_grad, setup_context=_key_readout_setup)
 
 
 class AGaLiTeAttention(nn.Module):
@@ -296,19 +349,26 @@ class AGaLiTeAttention(nn.Module):
         #   tilde_k_t[j] = (1 - gamma_t) (1 - done_t) tilde_k_{t-1}[j] + c_j(t) k'_t,    k'_t = gamma_t * key_t
         #   s_t          = (1 - gamma_t) (1 - done_t) s_{t-1}          + k'_t
         # and the output a_t = sum_j tilde_v_t[j] <tilde_k_t[j], query_t> / (2 r <s_t, query_t> + eps).
-        # Key side (eta*d-sized): only the read-outs with the query leave KeyReadout, computed from the eta-
+        # Key side (eta*d-sized): only the read-outs with the query leave key_readout, computed from the eta-
         # and d-sized factors of the feature maps; tilde_k and s run together as r + 1 rows (c = 1 for s).
+        # Value side (d-sized): all states of tilde_v. Acting (T = 1) runs the step itself instead, as written
+        # above: no custom operator, so that a compiled acting step fuses it.
         gamma_p, gamma_d = torch.sigmoid(p3), torch.sigmoid(gamma)
-        reads, last_k = KeyReadout.apply(
-            torch.relu(p2), torch.relu(q), gamma_p, gamma_d, gamma_p * torch.relu(p1), gamma_d * torch.relu(k),
-            keep, c, torch.cat([tilde_k0, s0.unsqueeze(-2)], dim=-2),
-        )
-        scores, s_query = reads.split([r, 1], dim=-1)  # (T, B, H, r), (T, B, H, 1)
-        # Value side (d-sized): all states. (v is copied out of the projection so that the backward keeps v
-        # rather than the whole projection output it is a view of.)
+        factors = (torch.relu(p2), torch.relu(q), gamma_p, gamma_d, gamma_p * torch.relu(p1), gamma_d * torch.relu(k), keep)
+        h0 = torch.cat([tilde_k0, s0.unsqueeze(-2)], dim=-2)  # (B, H, r + 1, eta*d)
         beta = torch.sigmoid(beta)  # (T, B, H, d) forget gate of values
+        # (v is copied out of the projection so that the backward keeps v, not the whole projection output)
         v_in = c[..., :r, None] * (beta * v.contiguous()).unsqueeze(-2)  # c_j(t) v'_t (T, B, H, r, d)
-        tilde_v = LinearRecurrence.apply(((1 - beta) * keep).unsqueeze(-2), v_in, tilde_v0)  # (T, B, H, r, d)
+        decay_v = ((1 - beta) * keep).unsqueeze(-2)  # (T, B, H, 1, d)
+        if T == 1:
+            query, decay_k, k_in = key_vectors(*factors)  # (1, B, H, eta*d) each
+            last_k = decay_k[0].unsqueeze(-2) * h0 + c[0].unsqueeze(-1) * k_in[0].unsqueeze(-2)  # (B, H, r + 1, eta*d)
+            reads = (last_k * query[0].unsqueeze(-2)).sum(-1).unsqueeze(0)  # (1, B, H, r + 1)
+            tilde_v = decay_v * tilde_v0 + v_in  # (1, B, H, r, d)
+        else:
+            reads, last_k, _ = key_readout(*factors, c.contiguous(), h0)
+            tilde_v = linear_recurrence(decay_v, v_in, tilde_v0)  # (T, B, H, r, d)
+        scores, s_query = reads.split([r, 1], dim=-1)  # (T, B, H, r), (T, B, H, 1)
 
         numerator = (tilde_v * scores.unsqueeze(-1)).sum(-2)  # (T, B, H, d)
         attn = (numerator / (2 * r * s_query + self.eps)).flatten(-2)  # (T, B, H*d)
@@ -455,6 +515,51 @@ def evaluate(model_path, eval_episodes, device, capture_video=False, run_name="e
     return episodic_returns, successes
 
 
+def act(agent, obs, state, done):
+    """One acting step (T = 1): obs (B, *obs_shape), done (B,) -> action (B, k), log-prob (B,), value (B,), state."""
+    action, logprob, _, value, state = agent.get_action_and_value(obs[None], state, done[None])
+    return action[0], logprob[0], value[0], state
+
+
+def ppo_loss(agent, args, obs, state, dones, actions, logprobs, advantages, returns, values):
+    """The PPO loss of a minibatch of whole sequences (each input (seq_len, n, ...); state: their start states)
+    -> loss, and its parts and diagnostics stacked: policy loss, value loss, entropy, old and new approx. KL, clipfrac."""
+    _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(obs, state, dones, actions)
+    logratio = newlogprob.flatten() - logprobs.flatten()
+    ratio = logratio.exp()
+
+    with torch.no_grad():
+        # calculate approx_kl http://joschu.net/blog/kl-approx.html
+        old_approx_kl = (-logratio).mean()
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+
+    mb_advantages = advantages.flatten()
+    if args.norm_adv:
+        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+    # Policy loss
+    pg_loss1 = -mb_advantages * ratio
+    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+    # Value loss
+    newvalue = newvalue.flatten()
+    mb_returns, mb_values = returns.flatten(), values.flatten()
+    if args.clip_vloss:
+        v_loss_unclipped = (newvalue - mb_returns) ** 2
+        v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+        v_loss_clipped = (v_clipped - mb_returns) ** 2
+        v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
+        v_loss = 0.5 * v_loss_max.mean()
+    else:
+        v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
+
+    entropy_loss = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+    return loss, torch.stack([pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac]).detach()
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
 
@@ -464,6 +569,8 @@ if __name__ == "__main__":
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     # env setup; bad input (env id, env kwargs, spaces, sizes) stops here with a message, not a traceback
     try:
@@ -472,7 +579,22 @@ if __name__ == "__main__":
         agent = Agent(envs.single_observation_space, envs.single_action_space, args).to(device)
     except ValueError as e:
         raise SystemExit(f"error: {e}")
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    # the learning rate is a tensor, so that annealing it does not make a compiled optimizer step recompile
+    lr = torch.tensor(args.learning_rate, device=device)
+    cudagraphs = args.compile and args.cudagraphs and device.type == "cuda"
+    optimizer = optim.Adam(agent.parameters(), lr=lr, eps=1e-5, capturable=cudagraphs)
+
+    def optimizer_step():
+        nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+        optimizer.step()
+
+    policy_step, loss_fn = act, ppo_loss
+    if args.compile:
+        # static shapes throughout (one rollout step, one minibatch); on a GPU also CUDA graphs (reduce-overhead)
+        mode = "reduce-overhead" if cudagraphs else "default"
+        policy_step = torch.compile(act, fullgraph=True, mode=mode)
+        loss_fn = torch.compile(ppo_loss, fullgraph=True, mode=mode)
+        optimizer_step = torch.compile(optimizer_step, mode=mode)  # (optimizer.step() breaks the graph on purpose)
 
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     writer = SummaryWriter(f"runs/{run_name}")
@@ -513,24 +635,24 @@ if __name__ == "__main__":
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
             lrnow = frac * args.learning_rate
-            optimizer.param_groups[0]["lr"] = lrnow
+            lr.fill_(lrnow)
 
         for step in range(0, args.num_steps):
             if step % args.seq_len == 0:
-                initial_states.append(next_state)
+                initial_states.append(tuple(s.clone() for s in next_state))  # (a copy: CUDA graphs reuse outputs)
             global_step += args.num_envs
             obs[step] = next_obs
             dones[step] = next_done
 
             # ALGO LOGIC: action logic (one step: T = 1)
             with torch.no_grad():
-                action, logprob, _, value, next_state = agent.get_action_and_value(next_obs[None], next_state, next_done[None])
-                values[step] = value[0]
-            actions[step] = action[0]
-            logprobs[step] = logprob[0]
+                action, logprob, value, next_state = policy_step(agent, next_obs, next_state, next_done)
+                values[step] = value
+            actions[step] = action
+            logprobs[step] = logprob
 
             # TRY NOT TO MODIFY: execute the game and log data.
-            next_obs, reward, terminations, truncations, infos = envs.step(env_action(action[0], envs.single_action_space))
+            next_obs, reward, terminations, truncations, infos = envs.step(env_action(action, envs.single_action_space))
             next_obs = torch.as_tensor(next_obs, device=device)
             reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
             truncated = torch.as_tensor(truncations, device=device)
@@ -598,44 +720,13 @@ if __name__ == "__main__":
             for start in range(0, num_seqs, seqs_per_minibatch):
                 mb = seq_inds[start : start + seqs_per_minibatch]
                 mb_state = tuple(s[:, mb] for s in b_initial_state)
-                _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(b_obs[:, mb], mb_state, b_dones[:, mb], b_actions[:, mb])
-                logratio = newlogprob.flatten() - b_logprobs[:, mb].flatten()
-                ratio = logratio.exp()
-
-                with torch.no_grad():
-                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
-                    old_approx_kl = (-logratio).mean()
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
-
-                mb_advantages = b_advantages[:, mb].flatten()
-                if args.norm_adv:
-                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-
-                # Policy loss
-                pg_loss1 = -mb_advantages * ratio
-                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-                # Value loss
-                newvalue = newvalue.flatten()
-                mb_returns, mb_values = b_returns[:, mb].flatten(), b_values[:, mb].flatten()
-                if args.clip_vloss:
-                    v_loss_unclipped = (newvalue - mb_returns) ** 2
-                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
-                    v_loss_clipped = (v_clipped - mb_returns) ** 2
-                    v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
-                    v_loss = 0.5 * v_loss_max.mean()
-                else:
-                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
-
-                entropy_loss = entropy.mean()
-                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                loss, stats = loss_fn(agent, args, b_obs[:, mb], mb_state, b_dones[:, mb], b_actions[:, mb], b_logprobs[:, mb], b_advantages[:, mb], b_returns[:, mb], b_values[:, mb])
+                pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = stats.tolist()
+                clipfracs.append(clipfrac)
 
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
+                optimizer_step()
 
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
@@ -646,12 +737,12 @@ if __name__ == "__main__":
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes
         sps = int(global_step / (time.time() - start_time))
-        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("charts/learning_rate", lr.item(), global_step)
+        writer.add_scalar("losses/value_loss", v_loss, global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss, global_step)
+        writer.add_scalar("losses/entropy", entropy_loss, global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl, global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl, global_step)
         writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)

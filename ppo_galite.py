@@ -38,6 +38,15 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, cuda will be enabled when available"""
+    threads: int = 1
+    """torch's CPU threads (0: torch's default, all cores). 1: on T-Maze as fast as 2 threads on a 2-core machine,
+    and runs side by side do not slow each other down; image observations train faster with all cores when the run
+    has the machine to itself, but crawl when runs share it (measured, README "Speed")"""
+    compile: bool = False
+    """compile the acting step, the minibatch loss and the optimizer step with torch.compile (on a GPU also CUDA
+    graphs). Needs a C++ compiler on a CPU machine; the first update waits for the compilation (README: when it pays)"""
+    cudagraphs: bool = True
+    """with --compile on a GPU: replay CUDA graphs (torch.compile's reduce-overhead mode), not just fused kernels"""
     capture_video: bool = False
     """whether to record videos of the evaluation episodes (image environments only; needs --save-model)"""
     save_model: bool = False
@@ -314,6 +323,51 @@ def evaluate(model_path, eval_episodes, device, capture_video=False, run_name="e
     return episodic_returns, successes
 
 
+def act(agent, obs, state, done):
+    """One acting step (T = 1): obs (B, *obs_shape), done (B,) -> action (B, k), log-prob (B,), value (B,), state."""
+    action, logprob, _, value, state = agent.get_action_and_value(obs[None], state, done[None])
+    return action[0], logprob[0], value[0], state
+
+
+def ppo_loss(agent, args, obs, state, dones, actions, logprobs, advantages, returns, values):
+    """The PPO loss of a minibatch of whole sequences (each input (seq_len, n, ...); state: their start states)
+    -> loss, and its parts and diagnostics stacked: policy loss, value loss, entropy, old and new approx. KL, clipfrac."""
+    _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(obs, state, dones, actions)
+    logratio = newlogprob.flatten() - logprobs.flatten()
+    ratio = logratio.exp()
+
+    with torch.no_grad():
+        # calculate approx_kl http://joschu.net/blog/kl-approx.html
+        old_approx_kl = (-logratio).mean()
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+
+    mb_advantages = advantages.flatten()
+    if args.norm_adv:
+        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+    # Policy loss
+    pg_loss1 = -mb_advantages * ratio
+    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+    # Value loss
+    newvalue = newvalue.flatten()
+    mb_returns, mb_values = returns.flatten(), values.flatten()
+    if args.clip_vloss:
+        v_loss_unclipped = (newvalue - mb_returns) ** 2
+        v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+        v_loss_clipped = (v_clipped - mb_returns) ** 2
+        v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
+        v_loss = 0.5 * v_loss_max.mean()
+    else:
+        v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
+
+    entropy_loss = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+    return loss, torch.stack([pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac]).detach()
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
 
@@ -323,6 +377,8 @@ if __name__ == "__main__":
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     # env setup; bad input (env id, env kwargs, spaces, sizes) stops here with a message, not a traceback
     try:
@@ -331,7 +387,22 @@ if __name__ == "__main__":
         agent = Agent(envs.single_observation_space, envs.single_action_space, args).to(device)
     except ValueError as e:
         raise SystemExit(f"error: {e}")
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    # the learning rate is a tensor, so that annealing it does not make a compiled optimizer step recompile
+    lr = torch.tensor(args.learning_rate, device=device)
+    cudagraphs = args.compile and args.cudagraphs and device.type == "cuda"
+    optimizer = optim.Adam(agent.parameters(), lr=lr, eps=1e-5, capturable=cudagraphs)
+
+    def optimizer_step():
+        nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+        optimizer.step()
+
+    policy_step, loss_fn = act, ppo_loss
+    if args.compile:
+        # static shapes throughout (one rollout step, one minibatch); on a GPU also CUDA graphs (reduce-overhead)
+        mode = "reduce-overhead" if cudagraphs else "default"
+        policy_step = torch.compile(act, fullgraph=True, mode=mode)
+        loss_fn = torch.compile(ppo_loss, fullgraph=True, mode=mode)
+        optimizer_step = torch.compile(optimizer_step, mode=mode)  # (optimizer.step() breaks the graph on purpose)
 
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     writer = SummaryWriter(f"runs/{run_name}")
@@ -372,24 +443,24 @@ if __name__ == "__main__":
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
             lrnow = frac * args.learning_rate
-            optimizer.param_groups[0]["lr"] = lrnow
+            lr.fill_(lrnow)
 
         for step in range(0, args.num_steps):
             if step % args.seq_len == 0:
-                initial_states.append(next_state)
+                initial_states.append(tuple(s.clone() for s in next_state))  # (a copy: CUDA graphs reuse outputs)
             global_step += args.num_envs
             obs[step] = next_obs
             dones[step] = next_done
 
             # ALGO LOGIC: action logic (one step: T = 1)
             with torch.no_grad():
-                action, logprob, _, value, next_state = agent.get_action_and_value(next_obs[None], next_state, next_done[None])
-                values[step] = value[0]
-            actions[step] = action[0]
-            logprobs[step] = logprob[0]
+                action, logprob, value, next_state = policy_step(agent, next_obs, next_state, next_done)
+                values[step] = value
+            actions[step] = action
+            logprobs[step] = logprob
 
             # TRY NOT TO MODIFY: execute the game and log data.
-            next_obs, reward, terminations, truncations, infos = envs.step(env_action(action[0], envs.single_action_space))
+            next_obs, reward, terminations, truncations, infos = envs.step(env_action(action, envs.single_action_space))
             next_obs = torch.as_tensor(next_obs, device=device)
             reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
             truncated = torch.as_tensor(truncations, device=device)
@@ -457,44 +528,13 @@ if __name__ == "__main__":
             for start in range(0, num_seqs, seqs_per_minibatch):
                 mb = seq_inds[start : start + seqs_per_minibatch]
                 mb_state = tuple(s[:, mb] for s in b_initial_state)
-                _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(b_obs[:, mb], mb_state, b_dones[:, mb], b_actions[:, mb])
-                logratio = newlogprob.flatten() - b_logprobs[:, mb].flatten()
-                ratio = logratio.exp()
-
-                with torch.no_grad():
-                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
-                    old_approx_kl = (-logratio).mean()
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
-
-                mb_advantages = b_advantages[:, mb].flatten()
-                if args.norm_adv:
-                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-
-                # Policy loss
-                pg_loss1 = -mb_advantages * ratio
-                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
-
-                # Value loss
-                newvalue = newvalue.flatten()
-                mb_returns, mb_values = b_returns[:, mb].flatten(), b_values[:, mb].flatten()
-                if args.clip_vloss:
-                    v_loss_unclipped = (newvalue - mb_returns) ** 2
-                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
-                    v_loss_clipped = (v_clipped - mb_returns) ** 2
-                    v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
-                    v_loss = 0.5 * v_loss_max.mean()
-                else:
-                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
-
-                entropy_loss = entropy.mean()
-                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                loss, stats = loss_fn(agent, args, b_obs[:, mb], mb_state, b_dones[:, mb], b_actions[:, mb], b_logprobs[:, mb], b_advantages[:, mb], b_returns[:, mb], b_values[:, mb])
+                pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = stats.tolist()
+                clipfracs.append(clipfrac)
 
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
+                optimizer_step()
 
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
@@ -505,12 +545,12 @@ if __name__ == "__main__":
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes
         sps = int(global_step / (time.time() - start_time))
-        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("charts/learning_rate", lr.item(), global_step)
+        writer.add_scalar("losses/value_loss", v_loss, global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss, global_step)
+        writer.add_scalar("losses/entropy", entropy_loss, global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl, global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl, global_step)
         writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         writer.add_scalar("charts/SPS", sps, global_step)

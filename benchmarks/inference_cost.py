@@ -50,11 +50,11 @@ H = n_heads, d = d_head, F = d_ffc, L = n_layers, o = observation features (16),
                                         + weighted values 2 B H K d + output 2 B H d D
     LSTM (one layer of h units):        input projection 2 B D 4h + recurrent product 2 B h 4h, i.e. the
                                         4h (h + D) multiply-adds per env of the cell, + embed and heads with h
-    Note: ppo_gtrxl.py caches each layer's INPUTS (as Transformer-XL does), so every step
-    recomputes the keys and values of all cached positions, and W_R R for all distances; that is most of
-    its per-step FLOPs. A key/value cache (2 H d floats per position and layer instead of D) would make a
-    step cost about common + L (24 B D^2 + 4 B D F + 2 B D 3 H d + 3 x 2 B H K d + 2 B H d D) with W_R R
-    computed once per parameter update; the .md output reports that what-if, analytic only, for GTrXL.
+    GTrXL with --kv-cache (gtrxl_kv): the cache holds each layer's keys and values, so a step projects
+                                        only its own: the terms 2 B K D 2 H d above become 2 B D 2 H d
+                                        (W_R R is still formed for every distance at every step)
+    Note: ppo_gtrxl.py by default caches each layer's INPUTS (as Transformer-XL does), so every step
+    recomputes the keys and values of all cached positions; that is most of its per-step FLOPs.
 Element-wise estimate of the attention core per layer and env (not counted by FlopCounterMode):
     AGaLiTe: feature maps, gates and gated inputs ~ 5 H eta d + H d; the three recurrences ~ 3 H r (eta d + d)
              + 3 H eta d; read-out 2 H r eta d + 2 H r d + 2 H eta d  =>  5 H r (eta d + d) + 10 H eta d + H d
@@ -62,7 +62,7 @@ Element-wise estimate of the attention core per layer and env (not counted by Fl
 Analytic state per environment (float32 = 4 bytes):
     AGaLiTe  L H (r d + r eta d + eta d) floats + the oscillators' tick (one int64)
     GaLiTe   L H (d eta d + eta d) floats
-    GTrXL    L memory_len D floats + the episode mask (memory_len bools)
+    GTrXL    L memory_len D floats + the episode mask (memory_len bools); with --kv-cache L memory_len 2 H d floats
     LSTM     2 h floats
 
 Outputs: {out}.csv (one row per model config x batch size; training columns are per config, repeated on
@@ -84,7 +84,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -96,7 +95,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-SCRIPTS = {"agalite": "ppo_agalite.py", "galite": "ppo_galite.py", "gtrxl": "ppo_gtrxl.py", "lstm": "ppo_lstm.py"}
+SCRIPTS = {"agalite": "ppo_agalite.py", "galite": "ppo_galite.py", "gtrxl": "ppo_gtrxl.py", "gtrxl_kv": "ppo_gtrxl.py", "lstm": "ppo_lstm.py"}
 COUNTED_OPS = "aten.mm, aten.addmm, aten.bmm, aten.baddbmm, convolutions, fused attention"
 
 # the release's T-Maze sizes (shared/AGALITE.md section 5), and tiny ones for --quick
@@ -117,6 +116,7 @@ COLUMNS = [
     "flops_counted", "flops_analytic", "flops_per_env_counted", "elementwise_analytic",
     "state_bytes_per_env", "state_bytes_analytic",
     "train_T", "train_B", "train_peak_bytes", "train_peak_method", "train_saved_bytes", "train_step_ms",
+    "compiled_time_median_ms", "compiled_time_p10_ms", "compiled_time_p90_ms", "compile_s",
     "device", "threads", "torch",
 ]
 
@@ -138,8 +138,13 @@ class Args:
     threads: int = 0
     """torch.set_num_threads (0 = torch's default; --quick uses 1 unless told). On a shared or small machine use 1:
     with more threads than free cores, OpenMP waits on descheduled threads and small steps take 100x longer"""
-    models: tuple[str, ...] = ("agalite", "galite", "gtrxl", "lstm")
-    """which models to run (those whose script exists)"""
+    models: tuple[str, ...] = ("agalite", "galite", "gtrxl", "gtrxl_kv", "lstm")
+    """which models to run (those whose script exists); gtrxl_kv: ppo_gtrxl.py --kv-cache at the ratio table's memory lengths"""
+    compile: bool = False
+    """also time the acting step compiled as the scripts' --compile does (torch.compile of their `act`; on CUDA
+    with CUDA graphs, mode reduce-overhead): columns compiled_time_*, and compile_s, the first calls' time"""
+    batch_sizes: tuple[int, ...] = ()
+    """acting batch sizes to time (default: 1 8 128; --quick: 1 4)"""
     paper_only: bool = False
     """only the configurations of the ratio table (AGaLiTe eta=4 r=2, GTrXL-128 and -256) and the LSTM"""
     train_memory: bool = True
@@ -207,6 +212,9 @@ def configs(plan, available, paper_only=False):
     if "gtrxl" in available:
         for m in plan["memory_lens"]:
             out.append(("gtrxl", f"GTrXL-{m}", dict(plan["shared"], memory_len=m)))
+    if "gtrxl_kv" in available:
+        for m in plan["ref_gtrxl"]:
+            out.append(("gtrxl_kv", f"GTrXL-{m} KV", dict(plan["shared"], memory_len=m, kv_cache=True)))
     if "lstm" in available:
         out.append(("lstm", f"LSTM-{plan['lstm']['lstm_hidden']}", dict(plan["lstm"])))
     return out
@@ -234,18 +242,13 @@ def analytic_flops(model, a, B, n_obs, n_act):
         K = a.memory_len + 1
         attn = (2 * B * D * H * d + 2 * B * K * D * 2 * H * d + 2 * K * D * H * d
                 + 3 * 2 * B * H * K * d + 2 * B * H * d * D)
+    elif model == "gtrxl_kv":  # keys and values of the new step only; W_R R is still formed at every step
+        K = a.memory_len + 1
+        attn = (2 * B * D * H * d + 2 * B * D * 2 * H * d + 2 * K * D * H * d
+                + 3 * 2 * B * H * K * d + 2 * B * H * d * D)
     else:
         raise ValueError(model)
     return common + L * (attn + _block_flops(a, B))
-
-
-def gtrxl_kv_cache_what_if(a, B, n_obs, n_act):
-    """Analytic only (nothing runs it): matmul FLOPs per step and state bytes per env of a GTrXL that cached
-    keys and values (float32) instead of layer inputs, and computed W_R R once per parameter update."""
-    D, H, d, L, K = a.d_model, a.n_heads, a.d_head, a.n_layers, a.memory_len + 1
-    attn = 2 * B * D * 3 * H * d + 3 * 2 * B * H * K * d + 2 * B * H * d * D
-    flops = 2 * B * (n_obs * D + D * n_act + D) + L * (attn + _block_flops(a, B))
-    return flops, 4 * L * a.memory_len * 2 * H * d + a.memory_len
 
 
 def elementwise_estimate(model, a):
@@ -254,7 +257,7 @@ def elementwise_estimate(model, a):
     if model == "agalite":
         H, d, eta, r = a.n_heads, a.d_head, a.eta, a.r
         return a.n_layers * (5 * H * r * (eta * d + d) + 10 * H * eta * d + H * d)
-    if model == "gtrxl":
+    if model in ("gtrxl", "gtrxl_kv"):
         return a.n_layers * (2 * a.n_heads * a.d_head + 6 * a.n_heads * (a.memory_len + 1))
     return None
 
@@ -269,6 +272,8 @@ def analytic_state_bytes(model, a, float_bytes=4):
         return float_bytes * a.n_layers * H * (d * eta * d + eta * d)
     if model == "gtrxl":
         return float_bytes * a.n_layers * a.memory_len * a.d_model + a.memory_len  # + mask (bool)
+    if model == "gtrxl_kv":
+        return float_bytes * a.n_layers * a.memory_len * 2 * a.n_heads * a.d_head + a.memory_len
     if model == "lstm":
         return float_bytes * 2 * a.lstm_hidden
     raise ValueError(model)
@@ -299,7 +304,7 @@ def nontrivial_state(model, agent, B, n_obs, device, warm_steps, generator):
     for t in range(warm_steps):
         done.fill_(1.0 if t == 0 else 0.0)
         _, state = agent.memory(random_obs(1, B, n_obs, device, generator), state, done)
-    if model == "gtrxl":
+    if model in ("gtrxl", "gtrxl_kv"):
         cache, valid = state
         M, w = cache.shape[2], min(warm_steps, cache.shape[2])
         slots = M - w + torch.arange(M, device=device) % w  # the last w slots hold the steps written
@@ -308,7 +313,10 @@ def nontrivial_state(model, agent, B, n_obs, device, warm_steps, generator):
 
 
 def _step(item):
-    _, _, _, _, item["state"] = item["agent"].get_action_and_value(item["x"], item["state"], item["done"])
+    if "act" in item:  # the script's own acting step, compiled
+        *_, item["state"] = item["act"](item["agent"], item["x"][0], item["state"], item["done"][0])
+    else:
+        _, _, _, _, item["state"] = item["agent"].get_action_and_value(item["x"], item["state"], item["done"])
 
 
 @torch.no_grad()
@@ -463,12 +471,14 @@ def ratio_table(rows, plan, n_obs=16, n_act=4):
     for row in rows:
         by.setdefault(row["config"], {})[row["batch"]] = row
     ag = by.get(f"AGaLiTe eta={eta} r={r}")
-    refs = [(m, by.get(f"GTrXL-{m}")) for m in plan["ref_gtrxl"]]
-    refs = [(m, g) for m, g in refs if g]
+    labels = [f"GTrXL-{m}" for m in plan["ref_gtrxl"]] + [f"GTrXL-{m} KV" for m in plan["ref_gtrxl"]]
+    refs = [(label, by[label]) for label in labels if label in by]
     if not ag or not refs:
         return "(no AGaLiTe / GTrXL pair to compare: a script is missing)\n"
     b0 = min(ag)
     metrics = [(f"time per step, batch {b} (ms, median)", "time_median_ms", b, "<= 0.60 (>= 40% cheaper)") for b in sorted(ag)]
+    if ag[b0].get("compiled_time_median_ms") not in ("", None):
+        metrics += [(f"compiled time per step, batch {b} (ms, median)", "compiled_time_median_ms", b, "<= 0.60 (>= 40% cheaper)") for b in sorted(ag)]
     metrics += [
         ("FLOPs per step per env, batch 1 (counted)", "flops_per_env_counted", b0, "<= 0.60 (>= 40% cheaper)"),
         ("state / cache bytes per env", "state_bytes_per_env", b0, "< 0.50 (> 50% smaller)"),
@@ -476,7 +486,7 @@ def ratio_table(rows, plan, n_obs=16, n_act=4):
         ("training saved-for-backward bytes", "train_saved_bytes", b0, "< 0.50 (> 50% smaller)"),
         ("training forward+backward time (ms)", "train_step_ms", b0, "<= 0.60"),
     ]
-    head = f"| metric | AGaLiTe eta={eta} r={r} | " + " | ".join(f"GTrXL-{m} | ratio vs {m}" for m, _ in refs) + " | claim |"
+    head = f"| metric | AGaLiTe eta={eta} r={r} | " + " | ".join(f"{label} | ratio" for label, _ in refs) + " | claim |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, col, b, claim in metrics:
         a = ag[b].get(col)
@@ -485,14 +495,6 @@ def ratio_table(rows, plan, n_obs=16, n_act=4):
             v = g.get(b, {}).get(col)
             cells += [fmt(v), f"{a / v:.3f}" if isinstance(a, (int, float)) and isinstance(v, (int, float)) and v else "n/a"]
         lines.append("| " + " | ".join(cells + [claim]) + " |")
-    # what-if, analytic only: GTrXL with a key/value cache (see the module docstring)
-    flops_a, state_a = ag[b0]["flops_per_env_counted"], ag[b0]["state_bytes_per_env"]
-    lines.append("")
-    lines.append("What-if (analytic, not measured): the same GTrXL caching keys and values instead of layer inputs:")
-    for m, g in refs:
-        flops, state = gtrxl_kv_cache_what_if(SimpleNamespace(**plan["shared"], memory_len=m), 1, n_obs, n_act)
-        lines.append(f"- GTrXL-{m} with a KV cache: {flops:,} FLOPs per step per env (AGaLiTe / it = {flops_a / flops:.3f}), "
-                     f"{state:,} state bytes per env (AGaLiTe / it = {state_a / state:.3f})")
     return "\n".join(lines) + "\n"
 
 
@@ -515,6 +517,8 @@ def main(args: Args):
 
 def run(args: Args):
     plan = QUICK if args.quick else FULL
+    if args.batch_sizes:
+        plan = dict(plan, batch_sizes=tuple(args.batch_sizes))
     if args.quick:
         args = dataclasses.replace(args, repeats=min(args.repeats, 5), min_repeats=min(args.min_repeats, 3), max_seconds=min(args.max_seconds, 0.2))
         args = dataclasses.replace(args, threads=args.threads or 1)
@@ -568,6 +572,25 @@ def run(args: Args):
             items.append(dict(cfg=cfg, agent=cfg["agent"], state=state, x=random_obs(1, B, n_obs, device, generator),
                               done=torch.zeros(1, B, device=device), flops=flops, state_bytes=state_bytes_per_env(state)))
         time_interleaved(items, device, args)
+        if args.compile:
+            mode = "reduce-overhead" if device.type == "cuda" else "default"
+            compiled = []
+            for item in items:
+                torch._dynamo.reset()  # each config compiles afresh (no cache limits hit across the sweep)
+                c = dict(item, act=torch.compile(modules[item["cfg"]["model"]].act, fullgraph=True, mode=mode))
+                sync(device)
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    for _ in range(3):
+                        _step(c)
+                sync(device)
+                c["compile_s"] = time.perf_counter() - t0
+                compiled.append(c)
+            time_interleaved(compiled, device, args)
+            for item, c in zip(items, compiled):
+                q = quantiles(c["samples"])
+                item["compiled"] = dict(compiled_time_median_ms=q["time_median_ms"], compiled_time_p10_ms=q["time_p10_ms"],
+                                        compiled_time_p90_ms=q["time_p90_ms"], compile_s=c["compile_s"])
         for item in items:
             cfg, a, model, flops = item["cfg"], item["cfg"]["args"], item["cfg"]["model"], item["flops"]
             row = dict(
@@ -576,11 +599,13 @@ def run(args: Args):
                 time_repeats=len(item["samples"]), time_inner_steps=item["inner"], flops_counted=flops,
                 flops_analytic=analytic_flops(model, a, B, n_obs, n_act), flops_per_env_counted=flops / B,
                 elementwise_analytic=elementwise_estimate(model, a) or "", state_bytes_per_env=item["state_bytes"],
-                state_bytes_analytic=analytic_state_bytes(model, a), **cfg["train"], device=str(device),
+                state_bytes_analytic=analytic_state_bytes(model, a), **cfg["train"],
+                **item.get("compiled", dict(compiled_time_median_ms="", compiled_time_p10_ms="", compiled_time_p90_ms="", compile_s="")), device=str(device),
                 threads=torch.get_num_threads(), torch=torch.__version__,
             )
             rows[(cfg["label"], B)] = row
-            print(f"{cfg['label']:>22} B={B:<4} {row['time_median_ms']:9.3f} ms [p10 {row['time_p10_ms']:.3f}, p90 {row['time_p90_ms']:.3f}]"
+            compiled_text = f", compiled {row['compiled_time_median_ms']:.3f} ms" if "compiled" in item else ""
+            print(f"{cfg['label']:>22} B={B:<4} {row['time_median_ms']:9.3f} ms [p10 {row['time_p10_ms']:.3f}, p90 {row['time_p90_ms']:.3f}]{compiled_text}"
                   f"  flops {flops:>14,} (analytic {row['flops_analytic']:,})  state {row['state_bytes_per_env']:>10,.0f} B/env"
                   f" (analytic {row['state_bytes_analytic']:,})", flush=True)
         del items

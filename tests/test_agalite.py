@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ppo_agalite
-from ppo_agalite import Agent, Args, KeyReadout, LinearRecurrence, outer
+from ppo_agalite import Agent, Args, key_readout, linear_recurrence, outer
 
 OBS_SPACE = gym.spaces.Box(0.0, 1.0, (5,), np.float32)
 ACTION_SPACE = gym.spaces.Discrete(4)
@@ -34,7 +34,7 @@ def test_linear_recurrence_equals_the_recurrence(T):
     a = torch.rand(T, 3, 1, 5, generator=g, dtype=torch.float64)
     b = torch.randn(T, 3, 2, 5, generator=g, dtype=torch.float64)
     h0 = torch.randn(3, 2, 5, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(LinearRecurrence.apply(a, b, h0), sequential(a, b, h0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(linear_recurrence(a, b, h0), sequential(a, b, h0), rtol=0, atol=1e-12)
 
 
 def test_recurrence_is_safe_when_gates_are_near_0_or_1():
@@ -48,7 +48,7 @@ def test_recurrence_is_safe_when_gates_are_near_0_or_1():
     a[:, 1] = 1.0 - 1e-7  # almost no forgetting
     b = torch.randn(T, 4, 6, generator=g)
     h0 = torch.randn(4, 6, generator=g)
-    out = LinearRecurrence.apply(a, b, h0)
+    out = linear_recurrence(a, b, h0)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.double(), sequential(a.double(), b.double(), h0.double()), rtol=1e-5, atol=1e-5)
 
@@ -58,11 +58,12 @@ def test_linear_recurrence_gradients():
     a = torch.rand(6, 2, 1, 3, generator=g, dtype=torch.float64).requires_grad_()  # broadcast over dim 2
     x = torch.randn(6, 2, 4, 3, generator=g, dtype=torch.float64).requires_grad_()
     h0 = torch.randn(2, 4, 3, generator=g, dtype=torch.float64).requires_grad_()
-    assert torch.autograd.gradcheck(LinearRecurrence.apply, (a, x, h0))
+    assert torch.autograd.gradcheck(linear_recurrence, (a, x, h0))
+    torch.library.opcheck(linear_recurrence, (a, x, h0))  # the operator's registration (fake tensors, autograd)
 
 
 def key_readout_reference(qu, qw, gu, gw, ku, kw, keep, c, h0):
-    """KeyReadout written out with autograd: the eta*d vectors, every state, then the read-outs."""
+    """key_readout written out with autograd: the eta*d vectors, every state, then the read-outs."""
     query, gate, k_in = outer(qu, qw), outer(gu, gw), outer(ku, kw)
     h, ys = h0, []
     for t in range(c.shape[0]):
@@ -85,7 +86,7 @@ def test_key_readout_equals_autograd_through_the_recurrence(T, block):
     """Outputs and every gradient, with blocks that split the chunk (evenly, unevenly, not at all), episode
     starts inside, a carried-in state, and gradients reaching it through both outputs."""
     factors, keep, c, h0 = key_readout_inputs(T, seed=T)
-    y, last = KeyReadout.apply(*factors, keep, c, h0, block)
+    y, last, _ = key_readout(*factors, keep, c, h0, block)
     y_ref, last_ref = key_readout_reference(*factors, keep, c, h0)
     torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-12)
     torch.testing.assert_close(last, last_ref, rtol=0, atol=1e-12)
@@ -100,7 +101,8 @@ def test_key_readout_equals_autograd_through_the_recurrence(T, block):
 
 def test_key_readout_gradcheck():
     factors, keep, c, h0 = key_readout_inputs(5, seed=0, eta=2, d=3, J=2, N=(2,))
-    assert torch.autograd.gradcheck(lambda *x: KeyReadout.apply(*x[:6], keep, c, x[6], 2), (*factors, h0))
+    assert torch.autograd.gradcheck(lambda *x: key_readout(*x[:6], keep, c, x[6], 2)[:2], (*factors, h0))
+    torch.library.opcheck(key_readout, (*factors, keep, c, h0, 2))
 
 
 def test_state_size_is_fixed_and_matches_the_formula():

@@ -29,6 +29,7 @@ SIZES = {
               dict(n_layers=3, d_model=12, n_heads=3, d_head=5, d_ffc=7, memory_len=9)],
     "lstm": [dict(d_model=8, lstm_hidden=3), dict(d_model=16, lstm_hidden=24), dict(d_model=5, lstm_hidden=11)],
 }
+SIZES["gtrxl_kv"] = [dict(sizes, kv_cache=True) for sizes in SIZES["gtrxl"]]
 
 
 @pytest.fixture(autouse=True)
@@ -65,14 +66,14 @@ def test_quick_run_writes_the_csv_and_table(tmp_path):
         assert int(r["train_peak_bytes"]) > 0 and int(r["train_saved_bytes"]) > 0
     table = open(out + ".md").read()
     if {"agalite", "gtrxl"} <= available:
-        assert "ratio vs" in table and "AGaLiTe eta=2 r=2" in table
+        assert "| ratio |" in table and "AGaLiTe eta=2 r=2" in table and "GTrXL-4 KV" in table
 
     plot = load("plots/inference_cost_plot.py", "inference_cost_plot")
     plot.main(plot.Args(csv=out + ".csv", out=str(tmp_path / "fig")))
     assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.pdf").stat().st_size > 0
 
 
-@pytest.mark.parametrize("model", ["agalite", "galite", "gtrxl", "lstm"])
+@pytest.mark.parametrize("model", ["agalite", "galite", "gtrxl", "gtrxl_kv", "lstm"])
 def test_analytic_state_size_equals_the_state_tensors(model):
     module = script_or_skip(model)
     for sizes in SIZES[model]:
@@ -86,7 +87,7 @@ def test_analytic_state_size_equals_the_state_tensors(model):
             assert bench.state_bytes_per_env(new_state) == bench.analytic_state_bytes(model, args), (sizes, B)
 
 
-@pytest.mark.parametrize("model", ["agalite", "galite", "gtrxl", "lstm"])
+@pytest.mark.parametrize("model", ["agalite", "galite", "gtrxl", "gtrxl_kv", "lstm"])
 def test_analytic_flops_equal_the_flop_counter(model):
     module = script_or_skip(model)
     generator = torch.Generator().manual_seed(0)
@@ -105,3 +106,10 @@ def test_gtrxl_state_is_made_full():
     cache, valid = bench.nontrivial_state("gtrxl", agent, 2, 16, torch.device("cpu"), 3, torch.Generator().manual_seed(0))
     assert valid.all()
     assert (cache.abs().sum(-1) > 0).all()  # every slot of every layer holds a written step
+
+
+def test_compiled_acting_step_columns(tmp_path):
+    """--compile times the scripts' own `act` compiled, next to the eager step (one model, to keep it short)."""
+    out = str(tmp_path / "ic")
+    rows = bench.main(bench.Args(quick=True, compile=True, models=("agalite",), paper_only=True, train_memory=False, out=out))
+    assert rows and all(float(r["compiled_time_median_ms"]) > 0 and float(r["compile_s"]) > 0 for r in rows)
