@@ -639,15 +639,19 @@ if __name__ == "__main__":
 
         for step in range(0, args.num_steps):
             if step % args.seq_len == 0:
-                initial_states.append(tuple(s.clone() for s in next_state))  # (a copy: CUDA graphs reuse outputs)
+                initial_states.append(next_state)
             global_step += args.num_envs
             obs[step] = next_obs
             dones[step] = next_done
 
             # ALGO LOGIC: action logic (one step: T = 1)
             with torch.no_grad():
+                if cudagraphs:  # a CUDA graph overwrites its outputs at its next replay: mark a new step, copy the state
+                    torch.compiler.cudagraph_mark_step_begin()
                 action, logprob, value, next_state = policy_step(agent, next_obs, next_state, next_done)
                 values[step] = value
+                if cudagraphs:
+                    next_state = tuple(s.clone() for s in next_state)
             actions[step] = action
             logprobs[step] = logprob
 
@@ -720,6 +724,8 @@ if __name__ == "__main__":
             for start in range(0, num_seqs, seqs_per_minibatch):
                 mb = seq_inds[start : start + seqs_per_minibatch]
                 mb_state = tuple(s[:, mb] for s in b_initial_state)
+                if cudagraphs:
+                    torch.compiler.cudagraph_mark_step_begin()
                 loss, stats = loss_fn(agent, args, b_obs[:, mb], mb_state, b_dones[:, mb], b_actions[:, mb], b_logprobs[:, mb], b_advantages[:, mb], b_returns[:, mb], b_values[:, mb])
                 pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = stats.tolist()
                 clipfracs.append(clipfrac)

@@ -314,7 +314,12 @@ def nontrivial_state(model, agent, B, n_obs, device, warm_steps, generator):
 
 def _step(item):
     if "act" in item:  # the script's own acting step, compiled
-        *_, item["state"] = item["act"](item["agent"], item["x"][0], item["state"], item["done"][0])
+        if item["state"][0].is_cuda:
+            torch.compiler.cudagraph_mark_step_begin()
+        *_, state = item["act"](item["agent"], item["x"][0], item["state"], item["done"][0])
+        # on CUDA the step replays a CUDA graph, which overwrites its outputs at the next replay: the scripts keep
+        # the state in a copy, and so does this
+        item["state"] = tuple(s.clone() for s in state) if state[0].is_cuda else state
     else:
         _, _, _, _, item["state"] = item["agent"].get_action_and_value(item["x"], item["state"], item["done"])
 
