@@ -108,6 +108,8 @@ def check_args(args):
     """Fills the runtime fields; refuses inconsistent sizes with a message instead of a shape error later."""
     if args.capture_video and not args.save_model:
         raise ValueError("--capture-video records the evaluation of the saved model: use it with --save-model")
+    if args.threads < 0:
+        raise ValueError(f"--threads ({args.threads}) must be 0 (all cores) or a positive number")
     args.seq_len = args.seq_len or args.num_steps
     if args.num_steps % args.seq_len:
         raise ValueError(f"--num-steps ({args.num_steps}) must be a multiple of --seq-len ({args.seq_len})")
@@ -276,12 +278,12 @@ if __name__ == "__main__":
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     # env setup; bad input (env id, env kwargs, spaces, sizes) stops here with a message, not a traceback
     try:
         args = check_args(args)
+        if args.threads:
+            torch.set_num_threads(args.threads)
         envs = envs_lib.make_envs(args.env_id, args.num_envs, args.seed, args.env_kwargs, False, "train")
         agent = Agent(envs.single_observation_space, envs.single_action_space, args).to(device)
     except ValueError as e:

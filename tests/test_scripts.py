@@ -195,6 +195,7 @@ def test_two_update_training_run_writes_the_shared_logs(script, tmp_path):
         ({"env_kwargs": json.dumps({"corridor_length": 999})}, "8-bit position code"),
         ({"num_minibatches": 3}, "must divide the number of training sequences"),
         ({"env_id": "Pendulum-v1"}, "unsupported action space"),
+        ({"threads": -1}, "--threads (-1) must be 0"),
     ],
 )
 def test_bad_input_gives_a_clear_error(script, kwargs, message, tmp_path):
