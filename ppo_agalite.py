@@ -266,8 +266,8 @@ def key_readout(
         states = key_states(a, k_in, c[s : s + block], h)
         ys.append((states * query.unsqueeze(-2)).sum(-1))
         starts.append(h)
-        h = states[-1]
-    return torch.cat(ys), h.clone(), torch.stack(starts)
+        h = states[-1].clone()  # (a copy: a view would keep the whole block's states alive)
+    return torch.cat(ys), h, torch.stack(starts)
 
 
 @torch.library.custom_op("agalite::key_readout_backward", mutates_args=())

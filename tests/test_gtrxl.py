@@ -30,15 +30,16 @@ def step_by_step(agent, x, state, done):
     return torch.cat(hidden), state
 
 
+@pytest.mark.parametrize("kv_cache", [False, True])
 @torch.no_grad()
-def test_chunk_equals_steps_with_a_carried_cache_and_episode_starts():
-    agent = make_agent()
+def test_chunk_equals_steps_with_a_carried_cache_and_episode_starts(kv_cache):
+    agent = make_agent(kv_cache=kv_cache)
     B = 3
     # a previous chunk leaves a cache that is partly from an earlier episode (env 1) and full (T > M)
     done0 = torch.zeros(7, B, dtype=torch.float64)
     done0[4, 1] = 1.0
     _, state = agent.memory(inputs(7, B, seed=1), agent.initial_state(B, "cpu"), done0)
-    assert state[1][0, 0].all() and not state[1][0, 1].all()
+    assert state[0].any() and state[1][0, 0].all() and not state[1][0, 1].all()
     T = 13
     x = inputs(T, B, seed=2)
     done = torch.zeros(T, B, dtype=torch.float64)
@@ -50,10 +51,11 @@ def test_chunk_equals_steps_with_a_carried_cache_and_episode_starts():
     torch.testing.assert_close(state_chunk[0], state_steps[0], rtol=0, atol=1e-10)
     assert torch.equal(state_chunk[1], state_steps[1])
     # and splitting the chunk anywhere (T < M, T > M) gives the same as one chunk
-    for cut in (2, 6, 11):
+    for cut in (1, 2, 6, 11, 12):
         h_a, s = agent.memory(x[:cut], state, done[:cut])
         h_b, s = agent.memory(x[cut:], s, done[cut:])
         torch.testing.assert_close(torch.cat([h_a, h_b]), h_chunk, rtol=0, atol=1e-10)
+        torch.testing.assert_close(s[0], state_chunk[0], rtol=0, atol=1e-10)
 
 
 @torch.no_grad()
@@ -178,31 +180,6 @@ def test_kv_cache_gives_the_same_outputs_as_the_input_cache():
     # the stored keys and values are exactly those the input cache recomputes from its stored inputs
     for layer, inputs_cache, kv_cache in zip(agent.layers, state[0], kv_state[0]):
         torch.testing.assert_close(kv_cache, layer.keys_values(inputs_cache), rtol=0, atol=1e-10)
-
-
-@torch.no_grad()
-def test_kv_cache_chunk_equals_steps_with_a_carried_cache_and_episode_starts():
-    agent = make_agent(kv_cache=True)
-    B = 3
-    done0 = torch.zeros(7, B, dtype=torch.float64)
-    done0[4, 1] = 1.0
-    _, state = agent.memory(inputs(7, B, seed=1), agent.initial_state(B, "cpu"), done0)
-    assert state[0].any() and state[1][0, 0].all() and not state[1][0, 1].all()
-    T = 13
-    x = inputs(T, B, seed=2)
-    done = torch.zeros(T, B, dtype=torch.float64)
-    done[3, 0] = done[9, 0] = 1.0  # two episode starts inside the chunk
-    done[0, 2] = 1.0  # the chunk starts a new episode: the whole carried cache is from an earlier one
-    h_chunk, state_chunk = agent.memory(x, state, done)
-    h_steps, state_steps = step_by_step(agent, x, state, done)
-    torch.testing.assert_close(h_chunk, h_steps, rtol=0, atol=1e-10)
-    torch.testing.assert_close(state_chunk[0], state_steps[0], rtol=0, atol=1e-10)
-    assert torch.equal(state_chunk[1], state_steps[1])
-    for cut in (1, 2, 6, 11, 12):
-        h_a, s = agent.memory(x[:cut], state, done[:cut])
-        h_b, s = agent.memory(x[cut:], s, done[cut:])
-        torch.testing.assert_close(torch.cat([h_a, h_b]), h_chunk, rtol=0, atol=1e-10)
-        torch.testing.assert_close(s[0], state_chunk[0], rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("memory_len", [1, 5])
