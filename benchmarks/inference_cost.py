@@ -28,7 +28,10 @@ memory_len + 1 positions) measures:
     - `train_saved_bytes`: bytes of the distinct tensors autograd saves for the backward (activations,
       counted once per storage through torch.autograd.graph.saved_tensors_hooks; parameters excluded), the
       part of training memory that grows with T, batch and context: device independent.
-    - `train_step_ms`: the median time of that forward + backward (a few repeats).
+    - `train_step_ms`: the median time of a forward + backward of the scripts' own PPO loss (`ppo_loss`, on
+      random advantages and returns) over --train-rounds rounds taken round-robin over the models (as the
+      acting times are), so that load changes hit every model alike; `compiled_train_step_ms` the same with
+      `ppo_loss` compiled (--compile).
 * a sweep: GTrXL memory_len in {32, 64, 128, 256, 512}; AGaLiTe eta in {1, 2, 4, 8} x r in {1, 2, 4};
   GaLiTe at its script's default feature map; the LSTM at the release's 600 units; all transformers with
   the release's T-Maze sizes (4 layers, d_model 128, 4 heads of 64, d_ffc 128).
@@ -115,7 +118,7 @@ COLUMNS = [
     "time_median_ms", "time_p10_ms", "time_q25_ms", "time_q75_ms", "time_p90_ms", "time_repeats", "time_inner_steps",
     "flops_counted", "flops_analytic", "flops_per_env_counted", "elementwise_analytic",
     "state_bytes_per_env", "state_bytes_analytic",
-    "train_T", "train_B", "train_peak_bytes", "train_peak_method", "train_saved_bytes", "train_step_ms",
+    "train_T", "train_B", "train_peak_bytes", "train_peak_method", "train_saved_bytes", "train_step_ms", "compiled_train_step_ms",
     "compiled_time_median_ms", "compiled_time_p10_ms", "compiled_time_p90_ms", "compile_s",
     "device", "threads", "torch",
 ]
@@ -148,7 +151,9 @@ class Args:
     paper_only: bool = False
     """only the configurations of the ratio table (AGaLiTe eta=4 r=2, GTrXL-128 and -256) and the LSTM"""
     train_memory: bool = True
-    """measure the training forward + backward memory"""
+    """measure the training forward + backward memory and time"""
+    train_rounds: int = 10
+    """timed rounds of the training forward + backward (after two warm-up calls)"""
     profile: bool = False
     """also profile AGaLiTe's acting step (torch.profiler) at batch 1 and 16, print the tables, write {out}_profile.txt"""
     only_profile: bool = False
@@ -368,7 +373,7 @@ def count_flops(agent, state, B, n_obs, device, generator):
 
 def training_memory(model, agent, n_obs, n_act, T, B, device, warm_steps, generator):
     """Training forward + backward over a chunk of T steps at batch B from a non-trivial start state.
-    Returns (peak bytes, how it was measured, saved-tensor bytes, median seconds of the forward + backward)."""
+    Returns (peak bytes, how it was measured, saved-tensor bytes); its time is measured by training_times."""
     state = nontrivial_state(model, agent, B, n_obs, device, warm_steps, generator)
     x = random_obs(T, B, n_obs, device, generator)
     done = torch.zeros(T, B, device=device)
@@ -383,14 +388,9 @@ def training_memory(model, agent, n_obs, n_act, T, B, device, warm_steps, genera
     def step():
         loss_fn().backward()
 
-    times = []
-    for _ in range(3):  # warm-up, and the time of a forward + backward
+    for _ in range(2):  # warm-up
         agent.zero_grad(set_to_none=True)
-        sync(device)
-        t0 = time.perf_counter()
         step()
-        sync(device)
-        times.append(time.perf_counter() - t0)
     agent.zero_grad(set_to_none=True)
 
     # bytes of the distinct tensors autograd keeps for the backward (parameters excluded)
@@ -430,7 +430,52 @@ def training_memory(model, agent, n_obs, n_act, T, B, device, warm_steps, genera
         method = "profiler CPU alloc peak"
     agent.zero_grad(set_to_none=True)
     agent.eval()
-    return peak, method, saved_bytes, statistics.median(times[1:])
+    return peak, method, saved_bytes
+
+
+def training_times(built, plan, n_obs, n_act, device, args, generator):
+    """Median seconds of a forward + backward of each config's script's own `ppo_loss` (T = train_T steps x
+    train_B sequences, a non-trivial start state, an episode start inside), eager and with --compile also
+    compiled, timed round-robin over the configs. Sets cfg["train"]["train_step_ms"] (and compiled_...)."""
+    T, B = plan["train_T"], plan["train_B"]
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    items = []
+    for cfg in built:
+        module, agent = cfg["module"], cfg["agent"]
+        state = nontrivial_state(cfg["model"], agent, B, n_obs, device, plan["warm_steps"], generator)
+        x = random_obs(T, B, n_obs, device, generator)
+        done = torch.zeros(T, B, device=device)
+        done[T // 2, : max(1, B // 2)] = 1.0
+        action = torch.randint(0, n_act, (T, B, 1), generator=generator).to(device)
+        logprobs, advantages, returns, values = (torch.randn(T, B, generator=generator).to(device) for _ in range(4))
+        inputs = (x, state, done, action, logprobs - 1.4, advantages, returns, values)
+        fns = [("train_step_ms", module.ppo_loss)]
+        if args.compile:
+            torch._dynamo.reset()
+            fns.append(("compiled_train_step_ms", torch.compile(module.ppo_loss, fullgraph=True, mode=mode)))
+        for column, fn in fns:
+            def step(fn=fn, agent=agent, a=cfg["args"], inputs=inputs):
+                if device.type == "cuda" and fn is not module.ppo_loss:
+                    torch.compiler.cudagraph_mark_step_begin()
+                loss, stats = fn(agent, a, *inputs)
+                stats.tolist()
+                loss.backward()
+                agent.zero_grad(set_to_none=True)
+            agent.train()
+            for _ in range(2):  # warm-up (and the compilation)
+                step()
+            items.append(dict(cfg=cfg, column=column, step=step, times=[]))
+    for _ in range(args.train_rounds):
+        for item in items:
+            item["cfg"]["agent"].train()
+            sync(device)
+            t0 = time.perf_counter()
+            item["step"]()
+            sync(device)
+            item["times"].append(time.perf_counter() - t0)
+    for item in items:
+        item["cfg"]["agent"].eval()
+        item["cfg"]["train"][item["column"]] = statistics.median(item["times"]) * 1e3
 
 
 def quantiles(samples):
@@ -490,6 +535,7 @@ def ratio_table(rows, plan, n_obs=16, n_act=4):
         (f"training peak memory, T={plan['train_T']} B={plan['train_B']} (bytes)", "train_peak_bytes", b0, "< 0.50 (> 50% smaller)"),
         ("training saved-for-backward bytes", "train_saved_bytes", b0, "< 0.50 (> 50% smaller)"),
         ("training forward+backward time (ms)", "train_step_ms", b0, "<= 0.60"),
+        ("compiled training forward+backward time (ms)", "compiled_train_step_ms", b0, "<= 0.60"),
     ]
     head = f"| metric | AGaLiTe eta={eta} r={r} | " + " | ".join(f"{label} | ratio" for label, _ in refs) + " | claim |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -559,14 +605,21 @@ def run(args: Args):
     built = []  # one per config: the model, its sizes and its training-memory columns
     for model, label, sizes in configs(plan, modules, args.paper_only):
         agent, a = build(modules[model], sizes, obs_space, act_space, device, args.seed)
-        train = dict(train_T="", train_B="", train_peak_bytes="", train_peak_method="", train_saved_bytes="", train_step_ms="")
+        train = dict(train_T="", train_B="", train_peak_bytes="", train_peak_method="", train_saved_bytes="", train_step_ms="",
+                     compiled_train_step_ms="")
         if args.train_memory:
-            peak, method, saved, secs = training_memory(model, agent, n_obs, n_act, plan["train_T"], plan["train_B"], device, plan["warm_steps"], generator)
-            train = dict(train_T=plan["train_T"], train_B=plan["train_B"], train_peak_bytes=peak, train_peak_method=method,
-                         train_saved_bytes=saved, train_step_ms=secs * 1e3)
+            peak, method, saved = training_memory(model, agent, n_obs, n_act, plan["train_T"], plan["train_B"], device, plan["warm_steps"], generator)
+            train.update(train_T=plan["train_T"], train_B=plan["train_B"], train_peak_bytes=peak, train_peak_method=method, train_saved_bytes=saved)
             print(f"{label:>22} training T={plan['train_T']} B={plan['train_B']}: peak {peak / 2**20:.1f} MiB ({method}), "
-                  f"saved for backward {saved / 2**20:.1f} MiB, forward+backward {secs * 1e3:.1f} ms", flush=True)
-        built.append(dict(model=model, label=label, agent=agent, args=a, train=train, n_params=sum(p.numel() for p in agent.parameters())))
+                  f"saved for backward {saved / 2**20:.1f} MiB", flush=True)
+        built.append(dict(model=model, label=label, agent=agent, args=a, module=modules[model], train=train,
+                          n_params=sum(p.numel() for p in agent.parameters())))
+    if args.train_memory:
+        training_times(built, plan, n_obs, n_act, device, args, generator)
+        for cfg in built:
+            compiled = cfg["train"]["compiled_train_step_ms"]
+            print(f"{cfg['label']:>22} training forward+backward {cfg['train']['train_step_ms']:.1f} ms"
+                  + (f", compiled {compiled:.1f} ms" if compiled != "" else ""), flush=True)
 
     rows = {}
     for B in plan["batch_sizes"]:
