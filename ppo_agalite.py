@@ -456,7 +456,7 @@ class Agent(nn.Module):
 
     def memory(self, x, state, done):
         """x: (T, B, *obs_shape), done: (T, B) 1.0 where x[t] starts an episode -> (T, B, d_model), new state.
-        T = 1 is one acting step (constant cost); T > 1 evaluates a training chunk in parallel over time."""
+        T = 1 is one acting step (constant cost); T > 1 runs a training chunk through the recurrence operators."""
         T, B = done.shape
         hidden = self.embed(self.encoder(x.flatten(0, 1))).view(T, B, -1)  # (T, B, d_model)
         tilde_k, tilde_v, s, tick = state
