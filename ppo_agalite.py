@@ -362,7 +362,7 @@ class AGaLiTeAttention(nn.Module):
         # (v is copied out of the projection so that the backward keeps v, not the whole projection output)
         v_in = c[..., :r, None] * (beta * v.contiguous()).unsqueeze(-2)  # c_j(t) v'_t (T, B, H, r, d)
         decay_v = ((1 - beta) * keep).unsqueeze(-2)  # (T, B, H, 1, d)
-        if T == 1:
+        if T == 1:  # written out: recurrence_'s in-place loop is for the operators, where autograd does not see it
             query, decay_k, k_in = key_vectors(*factors)  # (1, B, H, eta*d) each
             last_k = decay_k[0].unsqueeze(-2) * h0 + c[0].unsqueeze(-1) * k_in[0].unsqueeze(-2)  # (B, H, r + 1, eta*d)
             reads = (last_k * query[0].unsqueeze(-2)).sum(-1).unsqueeze(0)  # (1, B, H, r + 1)
@@ -597,6 +597,19 @@ if __name__ == "__main__":
         policy_step = torch.compile(act, fullgraph=True, mode=mode)
         loss_fn = torch.compile(ppo_loss, fullgraph=True, mode=mode)
         optimizer_step = torch.compile(optimizer_step, mode=mode)  # (optimizer.step() breaks the graph on purpose)
+    if cudagraphs:
+        # A CUDA graph overwrites its outputs at its next replay: every call starts a new cudagraph step, and the
+        # acting step's state, which is fed back, is kept in a copy of its own.
+        compiled_act, compiled_loss = policy_step, loss_fn
+
+        def policy_step(*inputs):
+            torch.compiler.cudagraph_mark_step_begin()
+            action, logprob, value, state = compiled_act(*inputs)
+            return action, logprob, value, tuple(s.clone() for s in state)
+
+        def loss_fn(*inputs):
+            torch.compiler.cudagraph_mark_step_begin()
+            return compiled_loss(*inputs)
 
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     writer = SummaryWriter(f"runs/{run_name}")
@@ -648,12 +661,8 @@ if __name__ == "__main__":
 
             # ALGO LOGIC: action logic (one step: T = 1)
             with torch.no_grad():
-                if cudagraphs:  # a CUDA graph overwrites its outputs at its next replay: mark a new step, copy the state
-                    torch.compiler.cudagraph_mark_step_begin()
                 action, logprob, value, next_state = policy_step(agent, next_obs, next_state, next_done)
                 values[step] = value
-                if cudagraphs:
-                    next_state = tuple(s.clone() for s in next_state)
             actions[step] = action
             logprobs[step] = logprob
 
@@ -726,8 +735,6 @@ if __name__ == "__main__":
             for start in range(0, num_seqs, seqs_per_minibatch):
                 mb = seq_inds[start : start + seqs_per_minibatch]
                 mb_state = tuple(s[:, mb] for s in b_initial_state)
-                if cudagraphs:
-                    torch.compiler.cudagraph_mark_step_begin()
                 loss, stats = loss_fn(agent, args, b_obs[:, mb], mb_state, b_dones[:, mb], b_actions[:, mb], b_logprobs[:, mb], b_advantages[:, mb], b_returns[:, mb], b_values[:, mb])
                 pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = stats.tolist()
                 clipfracs.append(clipfrac)

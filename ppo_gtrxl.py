@@ -454,6 +454,19 @@ if __name__ == "__main__":
         policy_step = torch.compile(act, fullgraph=True, mode=mode)
         loss_fn = torch.compile(ppo_loss, fullgraph=True, mode=mode)
         optimizer_step = torch.compile(optimizer_step, mode=mode)  # (optimizer.step() breaks the graph on purpose)
+    if cudagraphs:
+        # A CUDA graph overwrites its outputs at its next replay: every call starts a new cudagraph step, and the
+        # acting step's state, which is fed back, is kept in a copy of its own.
+        compiled_act, compiled_loss = policy_step, loss_fn
+
+        def policy_step(*inputs):
+            torch.compiler.cudagraph_mark_step_begin()
+            action, logprob, value, state = compiled_act(*inputs)
+            return action, logprob, value, tuple(s.clone() for s in state)
+
+        def loss_fn(*inputs):
+            torch.compiler.cudagraph_mark_step_begin()
+            return compiled_loss(*inputs)
 
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     writer = SummaryWriter(f"runs/{run_name}")
@@ -505,12 +518,8 @@ if __name__ == "__main__":
 
             # ALGO LOGIC: action logic (one step: T = 1)
             with torch.no_grad():
-                if cudagraphs:  # a CUDA graph overwrites its outputs at its next replay: mark a new step, copy the state
-                    torch.compiler.cudagraph_mark_step_begin()
                 action, logprob, value, next_state = policy_step(agent, next_obs, next_state, next_done)
                 values[step] = value
-                if cudagraphs:
-                    next_state = tuple(s.clone() for s in next_state)
             actions[step] = action
             logprobs[step] = logprob
 
@@ -583,8 +592,6 @@ if __name__ == "__main__":
             for start in range(0, num_seqs, seqs_per_minibatch):
                 mb = seq_inds[start : start + seqs_per_minibatch]
                 mb_state = tuple(s[:, mb] for s in b_initial_state)
-                if cudagraphs:
-                    torch.compiler.cudagraph_mark_step_begin()
                 loss, stats = loss_fn(agent, args, b_obs[:, mb], mb_state, b_dones[:, mb], b_actions[:, mb], b_logprobs[:, mb], b_advantages[:, mb], b_returns[:, mb], b_values[:, mb])
                 pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = stats.tolist()
                 clipfracs.append(clipfrac)
