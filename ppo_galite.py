@@ -6,6 +6,12 @@
 # replaces it by r cosine oscillators over two vectors. Names follow the paper (and shared/AGALITE.md
 # section 2): `eta`, `C`, `s`, `beta`, `gamma`.
 #
+# Details follow the authors' release of GaLiTe, so that this is the model the paper compared against: the
+# query's feature map reads a per-head linear map of the input (one more layer than the keys'), the first
+# block's input embedding is linear (no ReLU), the attention's denominator adds eps = 1e-10, and every part
+# (each head's k, v, beta, gamma, query input, p1, p2, p3, and each of the GRU gates' six matrices) starts as
+# its own orthogonal matrix. The layer norms keep torch's eps (1e-5; flax's is 1e-6).
+#
 # Recurrent PPO as the paper ran it: the memory state at the start of each training sequence is stored
 # during the rollout, the state is zeroed when an episode starts (while acting and in the training
 # forward), and each sequence (by default the whole rollout) is replayed from its stored state.
@@ -146,16 +152,34 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     return layer
 
 
+def orthogonal_parts_(weight, sizes, std=np.sqrt(2)):
+    """Initialises each block of rows of a fused weight (out_features, in_features) as its own orthogonal matrix
+    (gain std), as if each part were a separate layer: the release's init. One orthogonal matrix over the fused
+    rows would give each row a norm of about std * sqrt(in_features / out_features) instead of std."""
+    with torch.no_grad():
+        for part in weight.split(sizes, dim=0):
+            torch.nn.init.orthogonal_(part, std)
+    return weight
+
+
 class GaLiTeAttention(nn.Module):
     """One GaLiTe attention layer (shared/AGALITE.md section 2). Per head, a state of fixed size:
     C (d, eta*d) and s (eta*d): d*eta*d + eta*d floats, whatever the context length.
     """
 
-    def __init__(self, d_model, n_heads, d_head, eta, eps=1e-5):
+    def __init__(self, d_model, n_heads, d_head, eta, eps=1e-10):
         super().__init__()
         self.n_heads, self.d_head, self.eta, self.eps = n_heads, d_head, eta, eps
-        # one linear map gives, per head, k, q, v, beta, gamma (each d) and p1, p2, p3 (each eta)
-        self.proj = layer_init(nn.Linear(d_model, n_heads * (5 * d_head + 3 * eta)))
+        # one linear map gives, per head, k, v, beta, gamma and the query's input x_q (each d), p1 and p3 (each eta)
+        self.parts = [d_head] * 5 + [eta] * 2
+        self.proj = nn.Linear(d_model, n_heads * sum(self.parts))
+        orthogonal_parts_(self.proj.weight, self.parts * n_heads)
+        nn.init.zeros_(self.proj.bias)
+        # per head, a second map from x_q to q (d) and p2 (eta): the release's query passes one more Dense layer
+        self.query_weight = nn.Parameter(torch.empty(n_heads, d_head + eta, d_head))
+        self.query_bias = nn.Parameter(torch.zeros(n_heads, d_head + eta))
+        for weight in self.query_weight:
+            orthogonal_parts_(weight, [d_head, eta])
         self.out = layer_init(nn.Linear(n_heads * d_head, d_model))  # heads concatenated, back to d_model
 
     def forward(self, x, state, keep):
@@ -163,7 +187,8 @@ class GaLiTeAttention(nn.Module):
         episode -> (T, B, d_model), state after x[-1]."""
         T, B, _ = x.shape
         H, d, eta = self.n_heads, self.d_head, self.eta
-        k, q, v, beta, gamma, p1, p2, p3 = self.proj(x).view(T, B, H, -1).split([d, d, d, d, d, eta, eta, eta], dim=-1)
+        k, v, beta, gamma, x_q, p1, p3 = self.proj(x).view(T, B, H, -1).split(self.parts, dim=-1)
+        q, p2 = (torch.einsum("tbhi,hoi->tbho", x_q, self.query_weight) + self.query_bias).split([d, eta], dim=-1)
 
         def outer(a, b):  # (T, B, H, eta) x (T, B, H, d) -> (T, B, H, eta*d)
             return (a.unsqueeze(-1) * b.unsqueeze(-2)).flatten(-2)
@@ -202,9 +227,11 @@ class GRUGate(nn.Module):
 
     def __init__(self, d_model, bias):
         super().__init__()
-        self.w = layer_init(nn.Linear(d_model, 3 * d_model, bias=False))  # W_r, W_z, W_g applied to y
-        self.u = layer_init(nn.Linear(d_model, 2 * d_model, bias=False))  # U_r, U_z applied to x
+        self.w = nn.Linear(d_model, 3 * d_model, bias=False)  # W_r, W_z, W_g applied to y
+        self.u = nn.Linear(d_model, 2 * d_model, bias=False)  # U_r, U_z applied to x
         self.u_g = layer_init(nn.Linear(d_model, d_model, bias=False))  # U_g applied to r * x
+        orthogonal_parts_(self.w.weight, [d_model] * 3)  # each of the six matrices its own orthogonal one
+        orthogonal_parts_(self.u.weight, [d_model] * 2)
         self.b_g = nn.Parameter(torch.full((d_model,), float(bias)))
 
     def forward(self, x, y):
@@ -238,7 +265,7 @@ class GaLiTeBlock(nn.Module):
 
 
 class Agent(nn.Module):
-    """Encoder -> Linear(d_model) + ReLU -> n_layers GaLiTe blocks -> actor and critic heads.
+    """Encoder -> Linear(d_model) (no ReLU, as the release's GaLiTe) -> n_layers GaLiTe blocks -> actor and critic heads.
 
     Memory state: a tuple of tensors, each with the batch in dim 1 (the PPO loop selects sequences with
     `s[:, idx]`): C (L, B, H, d, eta*d) and s (L, B, H, eta*d).
@@ -252,7 +279,7 @@ class Agent(nn.Module):
             raise ValueError(f"GaLiTe sizes must be positive integers, got {bad}")
         self.nvec = envs_lib.action_nvec(action_space)
         self.encoder, n_features = envs_lib.make_encoder(observation_space)
-        self.embed = nn.Sequential(layer_init(nn.Linear(n_features, args.d_model)), nn.ReLU())
+        self.embed = layer_init(nn.Linear(n_features, args.d_model))
         self.layers = nn.ModuleList([GaLiTeBlock(args) for _ in range(args.n_layers)])
         self.actor = layer_init(nn.Linear(args.d_model, sum(self.nvec)), std=0.01)
         self.critic = layer_init(nn.Linear(args.d_model, 1), std=1)

@@ -5,7 +5,11 @@
 # Each block is Transformer-XL attention (Dai et al. 2019): every step attends over the cached hidden
 # inputs of its layer for the last `memory_len` steps and over itself, with relative sinusoidal position
 # embeddings and the learned content and position biases `u` and `v` (Dai et al., section 3.3). The blocks
-# are GRU-gated and pre-LayerNorm exactly as ppo_agalite.py's (shared/AGALITE.md sections 3 and 4). Unlike
+# are GRU-gated and pre-LayerNorm as ppo_agalite.py's (shared/AGALITE.md sections 3 and 4). Where the
+# authors' release of the paper differs from Transformer-XL's usual form, we follow the release, so that this
+# is the baseline the paper measured: queries come from the block's input itself (only keys and values from
+# its LayerNorm), one (u, v) pair is shared by all layers, and the weights start from flax's default init
+# (LeCun normal), not the orthogonal init of the AGaLiTe and LSTM scripts. Unlike
 # AGaLiTe's fixed-size state, the cache and the per-step cost grow with `memory_len`: that is the
 # comparison the paper makes.
 #
@@ -156,6 +160,17 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     return layer
 
 
+def lecun_init(layer):
+    """The init of every layer inside the release's GTrXL (flax's default for Dense): weights drawn from a normal
+    truncated at two standard deviations and scaled to variance 1 / fan_in (LeCun normal), biases 0. Fused layers
+    (`key_value`, the GRU gates' `w` and `u`) get the same init as their parts would, since it depends on fan_in only."""
+    std = math.sqrt(1.0 / layer.in_features) / 0.87962566103423978  # the truncation at +-2 std keeps 0.8796^2 of the variance
+    torch.nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+    if layer.bias is not None:
+        torch.nn.init.zeros_(layer.bias)
+    return layer
+
+
 def sinusoid_embedding(n_positions, dim):
     """Sinusoidal embeddings R_0 .. R_{n-1} of the relative distances 0 .. n-1 (Vaswani et al. 2017, as used by
     Transformer-XL): (n, dim), sines of all frequencies then cosines (cut to `dim` columns if dim is odd)."""
@@ -169,40 +184,41 @@ class XLAttention(nn.Module):
 
     The score of query step i for key step j, per head, is terms (a) + (c) and (b) + (d) of the paper:
         ((q_i + u) . k_j  +  (q_i + v) . W_R R_{i-j}) / sqrt(d),
-    with u, v learned per head and R_{i-j} the sinusoidal embedding of the distance i - j (0 .. M).
+    with u, v learned per head (one pair for all layers, held by the Agent, as in Transformer-XL and the
+    release) and R_{i-j} the sinusoidal embedding of the distance i - j (0 .. M). As in the release, queries are
+    computed from the block's input x and keys and values from its LayerNorm y. (The release's W_R also has
+    a bias; it adds the same amount to every score of a query, which the softmax cancels, so we leave it out.)
     """
 
     def __init__(self, d_model, n_heads, d_head, memory_len):
         super().__init__()
         self.n_heads, self.d_head, self.memory_len = n_heads, d_head, memory_len
-        self.query = layer_init(nn.Linear(d_model, n_heads * d_head))
-        self.key_value = layer_init(nn.Linear(d_model, 2 * n_heads * d_head))
-        self.position = layer_init(nn.Linear(d_model, n_heads * d_head, bias=False))  # W_R
-        self.u = nn.Parameter(torch.zeros(n_heads, d_head))  # content bias
-        self.v = nn.Parameter(torch.zeros(n_heads, d_head))  # position bias
-        self.out = layer_init(nn.Linear(n_heads * d_head, d_model))  # heads concatenated, back to d_model
+        self.query = lecun_init(nn.Linear(d_model, n_heads * d_head))
+        self.key_value = lecun_init(nn.Linear(d_model, 2 * n_heads * d_head))
+        self.position = lecun_init(nn.Linear(d_model, n_heads * d_head, bias=False))  # W_R
+        self.out = lecun_init(nn.Linear(n_heads * d_head, d_model))  # heads concatenated, back to d_model
         # a step sees keys at distances 0 (itself) .. M (the oldest cached step); no other R is ever needed
         self.register_buffer("rel_emb", sinusoid_embedding(memory_len + 1, d_model), persistent=False)
 
-    def forward(self, y, kv, mask):
-        """y: (T, B, d_model) the T layer-normed new steps, kv: (M + T, B, 2 * H * d) `key_value` of the M cached
-        steps then of the T new ones, mask: (B, T, M + T) True where new step t may attend to key j
-        -> (T, B, d_model) for the new steps."""
-        T, B, _ = y.shape
+    def forward(self, x, kv, mask, u, v):
+        """x: (T, B, d_model) the T new steps' inputs (not layer-normed), kv: (M + T, B, 2 * H * d) `key_value` of
+        the layer-normed inputs of the M cached steps then of the T new ones, mask: (B, T, M + T) True where new
+        step t may attend to key j, u, v: (H, d) the content and position biases -> (T, B, d_model) for the new steps."""
+        T, B, _ = x.shape
         M, H, d = self.memory_len, self.n_heads, self.d_head
         K = M + T
-        q = self.query(y).view(T, B, H, d)  # queries only for the new steps
-        k, v = kv.view(K, B, H, 2 * d).chunk(2, dim=-1)  # (K, B, H, d) each: per head, its key then its value
+        q = self.query(x).view(T, B, H, d)  # queries only for the new steps
+        k, values = kv.view(K, B, H, 2 * d).chunk(2, dim=-1)  # (K, B, H, d) each: per head, its key then its value
         r = self.position(self.rel_emb).view(M + 1, H, d)  # W_R R_n for every distance n = 0 .. M
-        content = torch.einsum("tbhd,kbhd->bhtk", q + self.u, k)  # (B, H, T, K): terms (a) + (c)
-        by_distance = torch.einsum("tbhd,nhd->bhtn", q + self.v, r)  # (B, H, T, M+1): terms (b) + (d)
+        content = torch.einsum("tbhd,kbhd->bhtk", q + u, k)  # (B, H, T, K): terms (a) + (c)
+        by_distance = torch.einsum("tbhd,nhd->bhtn", q + v, r)  # (B, H, T, M+1): terms (b) + (d)
         # Transformer-XL's "relative shift", written as an explicit gather: key j sits M + t - j steps
         # before new step t (negative = in the future, beyond M = out of the window; both masked below)
-        distance = M + torch.arange(T, device=y.device).unsqueeze(1) - torch.arange(K, device=y.device)  # (T, K)
+        distance = M + torch.arange(T, device=x.device).unsqueeze(1) - torch.arange(K, device=x.device)  # (T, K)
         position = by_distance.gather(-1, distance.clamp(0, M).expand(B, H, T, K))  # (B, H, T, K)
         scores = (content + position) / math.sqrt(d)
         scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))  # every step may see itself: no empty row
-        attn = torch.einsum("bhtk,kbhd->tbhd", torch.softmax(scores, dim=-1), v).flatten(-2)  # (T, B, H*d)
+        attn = torch.einsum("bhtk,kbhd->tbhd", torch.softmax(scores, dim=-1), values).flatten(-2)  # (T, B, H*d)
         return self.out(attn)
 
 
@@ -211,9 +227,9 @@ class GRUGate(nn.Module):
 
     def __init__(self, d_model, bias):
         super().__init__()
-        self.w = layer_init(nn.Linear(d_model, 3 * d_model, bias=False))  # W_r, W_z, W_g applied to y
-        self.u = layer_init(nn.Linear(d_model, 2 * d_model, bias=False))  # U_r, U_z applied to x
-        self.u_g = layer_init(nn.Linear(d_model, d_model, bias=False))  # U_g applied to r * x
+        self.w = lecun_init(nn.Linear(d_model, 3 * d_model, bias=False))  # W_r, W_z, W_g applied to y
+        self.u = lecun_init(nn.Linear(d_model, 2 * d_model, bias=False))  # U_r, U_z applied to x
+        self.u_g = lecun_init(nn.Linear(d_model, d_model, bias=False))  # U_g applied to r * x
         self.b_g = nn.Parameter(torch.full((d_model,), float(bias)))
 
     def forward(self, x, y):
@@ -235,8 +251,8 @@ class GTrXLBlock(nn.Module):
         self.gate1 = GRUGate(args.d_model, args.gru_bias)
         self.ln2 = nn.LayerNorm(args.d_model)
         self.ffc = nn.Sequential(
-            layer_init(nn.Linear(args.d_model, args.d_ffc)), nn.ReLU(),
-            layer_init(nn.Linear(args.d_ffc, args.d_model)), nn.ReLU(),
+            lecun_init(nn.Linear(args.d_model, args.d_ffc)), nn.ReLU(),
+            lecun_init(nn.Linear(args.d_ffc, args.d_model)), nn.ReLU(),
         )
         self.gate2 = GRUGate(args.d_model, args.gru_bias)
 
@@ -244,13 +260,12 @@ class GTrXLBlock(nn.Module):
         """x: (..., d_model) inputs of this layer -> (..., 2 * H * d) their keys and values."""
         return self.attention.key_value(self.ln1(x))
 
-    def forward(self, x, cached_kv, mask):
+    def forward(self, x, cached_kv, mask, u, v):
         """x: (T, B, d_model) the new steps' inputs, cached_kv: (M, B, 2 * H * d) `keys_values` of this layer's
-        inputs at the M steps before x[0], mask: (B, T, M + T) -> (T, B, d_model), and the new steps' keys and
-        values (T, B, 2 * H * d) for the kv cache."""
-        y = self.ln1(x)
-        kv = self.attention.key_value(y)
-        a = self.attention(y, torch.cat([cached_kv, kv]), mask)
+        inputs at the M steps before x[0], mask: (B, T, M + T), u, v: (H, d) -> (T, B, d_model), and the new steps'
+        keys and values (T, B, 2 * H * d) for the kv cache."""
+        kv = self.keys_values(x)
+        a = self.attention(x, torch.cat([cached_kv, kv]), mask, u, v)
         x = self.gate1(x, torch.relu(a))
         return self.gate2(x, self.ffc(self.ln2(x))), kv
 
@@ -278,8 +293,10 @@ class Agent(nn.Module):
             raise ValueError(f"GTrXL sizes must be positive integers, got {bad}")
         self.nvec = envs_lib.action_nvec(action_space)
         self.encoder, n_features = envs_lib.make_encoder(observation_space)
-        self.embed = nn.Sequential(layer_init(nn.Linear(n_features, args.d_model)), nn.ReLU())
+        self.embed = nn.Sequential(lecun_init(nn.Linear(n_features, args.d_model)), nn.ReLU())
         self.layers = nn.ModuleList([GTrXLBlock(args) for _ in range(args.n_layers)])
+        self.u = nn.Parameter(torch.zeros(args.n_heads, args.d_head))  # content bias, shared by all layers
+        self.v = nn.Parameter(torch.zeros(args.n_heads, args.d_head))  # position bias, shared by all layers
         self.actor = layer_init(nn.Linear(args.d_model, sum(self.nvec)), std=0.01)
         self.critic = layer_init(nn.Linear(args.d_model, 1), std=1)
         self.memory_len, self.kv_cache = args.memory_len, args.kv_cache
@@ -319,7 +336,7 @@ class Agent(nn.Module):
             # the cached steps' keys and values (M, B, 2 * H * d): as stored while acting, or from the stored inputs
             cached_kv = layer_cache if self.kv_cache else layer.keys_values(layer_cache)
             layer_input = hidden
-            hidden, kv = layer(layer_input, cached_kv, mask)
+            hidden, kv = layer(layer_input, cached_kv, mask, self.u, self.v)
             # this layer's keys and values, or inputs, of the last M steps
             new_caches.append(torch.cat([layer_cache, kv if self.kv_cache else layer_input])[-M:])
         new_cache = torch.stack(new_caches).transpose(1, 2).detach()  # (L, B, M, cache_width)

@@ -43,8 +43,9 @@ H = n_heads, d = d_head, F = d_ffc, L = n_layers, o = observation features (16),
                                         feed-forward 2 x 2 B D F = 4 B D F
     AGaLiTe attention per layer:        projection 2 B D H (5 d + 3 eta) + output 2 B H d D; its recurrences
                                         are element-wise, O(H r eta d) per step (estimate below)
-    GaLiTe attention per layer:         the same projections (with its eta) + the read-out C_t query_t,
-                                        2 B H d (eta d) when done by a matrix product
+    GaLiTe attention per layer:         projection 2 B D H (5 d + 2 eta), the query's second layer (the
+                                        release's) 2 B H d (d + eta), output 2 B H d D, and the read-out
+                                        C_t query_t, 2 B H d (eta d) when done by a matrix product
     GTrXL attention per layer (K = memory_len + 1 positions: the cache and the step itself):
                                         query 2 B D H d + keys and values of all K positions 2 B K D 2 H d
                                         (the cache holds layer inputs, so keys and values are recomputed)
@@ -239,10 +240,10 @@ def analytic_flops(model, a, B, n_obs, n_act):
         return 2 * B * (n_obs * D + 4 * h * D + 4 * h * h + h * n_act + h)
     D, H, d, L = a.d_model, a.n_heads, a.d_head, a.n_layers
     common = 2 * B * (n_obs * D + D * n_act + D)
-    if model in ("agalite", "galite"):
+    if model == "agalite":
         attn = 2 * B * D * H * (5 * d + 3 * a.eta) + 2 * B * H * d * D
-        if model == "galite":
-            attn += 2 * B * H * d * a.eta * d
+    elif model == "galite":
+        attn = 2 * B * D * H * (5 * d + 2 * a.eta) + 2 * B * H * d * (d + a.eta) + 2 * B * H * d * D + 2 * B * H * d * a.eta * d
     elif model == "gtrxl":
         K = a.memory_len + 1
         attn = (2 * B * D * H * d + 2 * B * K * D * 2 * H * d + 2 * K * D * H * d

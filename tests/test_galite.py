@@ -82,13 +82,14 @@ def test_attention_is_the_exact_gated_recurrence_with_resets():
     s0 = torch.rand(B, H, eta * d, dtype=torch.float64)
     with torch.no_grad():
         out, (C_T, s_T) = layer(x, (C0, s0), keep)
-        parts = layer.proj(x).view(T, B, H, -1).split([d, d, d, d, d, eta, eta, eta], dim=-1)
+        parts = layer.proj(x).view(T, B, H, -1).split([d, d, d, d, d, eta, eta], dim=-1)
         expected = torch.zeros(T, B, H, d, dtype=torch.float64)
         for b in range(B):
             for h in range(H):
                 C, s = C0[b, h], s0[b, h]
                 for t in range(T):
-                    k, q, v, beta, gamma, p1, p2, p3 = (p[t, b, h] for p in parts)
+                    k, v, beta, gamma, x_q, p1, p3 = (p[t, b, h] for p in parts)
+                    q, p2 = (layer.query_weight[h] @ x_q + layer.query_bias[h]).split([d, eta])  # the query's extra layer
                     key = torch.kron(torch.relu(p1), torch.relu(k))  # eta*d: p1[0] k, p1[1] k, ...
                     query = torch.kron(torch.relu(p2), torch.relu(q))
                     gamma = torch.kron(torch.sigmoid(p3), torch.sigmoid(gamma))
@@ -101,3 +102,56 @@ def test_attention_is_the_exact_gated_recurrence_with_resets():
                 torch.testing.assert_close(C_T[b, h], C)
                 torch.testing.assert_close(s_T[b, h], s)
         torch.testing.assert_close(out, layer.out(expected.flatten(-2)))
+
+
+# The release's GaLiTe (issue: baselines as the paper ran them).
+
+
+def test_release_details_first_embedding_is_linear_and_eps_is_tiny():
+    torch.manual_seed(0)
+    agent = Agent(OBS_SPACE, ACTION_SPACE, Args(n_layers=2, d_model=16, n_heads=2, d_head=8, d_ffc=16)).double()
+    assert isinstance(agent.embed, torch.nn.Linear)  # no ReLU after the first embedding
+    seen = []
+    hook = agent.layers[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    x = torch.rand(3, 4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        agent.memory(x, agent.initial_state(4, "cpu"), torch.zeros(3, 4, dtype=torch.float64))
+    hook.remove()
+    torch.testing.assert_close(seen[0], agent.embed(x.flatten(0, 1)).view(3, 4, -1))
+    assert (seen[0] < 0).any()  # negative embeddings reach the first block
+    assert all(layer.attention.eps == 1e-10 for layer in agent.layers)
+
+
+def test_parameter_count_is_the_releases_per_head_layers():
+    """Per head the release has Dense(d) for k, v, beta, gamma and the query's input, Dense(eta) for p1, p3
+    (all from d_model), and Dense(d) + Dense(eta) from the query's input to q and p2; each with a bias."""
+    d_model, H, d, eta = 16, 2, 8, 3
+    layer = GaLiTeAttention(d_model, H, d, eta)
+    per_head = 5 * (d_model * d + d) + 2 * (d_model * eta + eta) + (d * d + d) + (d * eta + eta)
+    out = H * d * d_model + d_model
+    assert sum(p.numel() for p in layer.parameters()) == H * per_head + out
+
+
+def test_every_part_of_every_head_starts_as_its_own_orthogonal_matrix():
+    torch.manual_seed(0)
+    args = Args()  # default sizes: d_model 128, H 4, d 64, eta 2
+    agent = Agent(OBS_SPACE, ACTION_SPACE, args)
+    H, d, eta, D = args.n_heads, args.d_head, args.eta, args.d_model
+
+    def assert_orthogonal(w):  # rows (or columns, when taller than wide) orthonormal, times sqrt(2)
+        w = w.double()
+        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+        torch.testing.assert_close(gram, 2 * torch.eye(gram.shape[0], dtype=torch.float64), atol=1e-5, rtol=0)
+
+    for block in agent.layers:
+        attention = block.attention
+        per_head = attention.proj.weight.view(H, 5 * d + 2 * eta, D)
+        for h in range(H):
+            for part in per_head[h].split([d] * 5 + [eta] * 2):
+                assert_orthogonal(part)
+            for part in attention.query_weight[h].split([d, eta]):
+                assert_orthogonal(part)
+        for gate in (block.gate1, block.gate2):
+            for part in [*gate.w.weight.split(D), *gate.u.weight.split(D), gate.u_g.weight]:
+                assert_orthogonal(part)
+        assert not attention.proj.bias.any() and not attention.query_bias.any()

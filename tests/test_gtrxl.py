@@ -200,3 +200,59 @@ def test_kv_cache_state_holds_keys_and_values(memory_len):
         torch.testing.assert_close(kv[0], agent.layers[0].keys_values(agent.embed(x)).transpose(0, 1), rtol=0, atol=1e-12)
     floats = sum(t.numel() for t in state if t.is_floating_point())
     assert floats == B * L * memory_len * 2 * H * d  # per environment: n_layers * memory_len * 2 * n_heads * d_head
+
+
+# The release's GTrXL (issue: baselines as the paper ran them): queries from the raw block input, one (u, v)
+# pair for all layers, flax's default init inside the transformer.
+
+
+def test_queries_come_from_the_block_input_not_its_layer_norm():
+    agent = make_agent()
+    seen = []
+    hooks = [layer.attention.query.register_forward_pre_hook(lambda m, args: seen.append(args[0])) for layer in agent.layers]
+    block_inputs = []
+    hooks += [layer.register_forward_pre_hook(lambda m, args: block_inputs.append(args[0])) for layer in agent.layers]
+    x, done = inputs(4, 3, seed=1), torch.zeros(4, 3, dtype=torch.float64)
+    with torch.no_grad():
+        agent.memory(x, agent.initial_state(3, "cpu"), done)
+        for layer in agent.layers:  # a layer norm with other parameters changes keys and values, not queries
+            layer.ln1.weight.mul_(3.0).add_(0.5)
+            layer.ln1.bias.add_(1.0)
+        agent.memory(x, agent.initial_state(3, "cpu"), done)
+    for hook in hooks:
+        hook.remove()
+    assert len(seen) == 2 * len(agent.layers)
+    for query_input, block_input in zip(seen, block_inputs):
+        assert query_input is block_input
+    torch.testing.assert_close(seen[0], seen[len(agent.layers)])  # layer 0's queries ignore its layer norm
+
+
+def test_one_content_and_position_bias_pair_is_shared_by_all_layers():
+    agent = make_agent(n_layers=3)
+    names = [name for name, _ in agent.named_parameters() if name.split(".")[-1] in ("u", "v")]
+    assert names == ["u", "v"]
+    assert agent.u.shape == agent.v.shape == (2, 8)  # (H, d)
+    used = []
+    hooks = [layer.attention.register_forward_pre_hook(lambda m, args: used.append(args[3:5])) for layer in agent.layers]
+    with torch.no_grad():
+        agent.memory(inputs(2, 1, seed=0), agent.initial_state(1, "cpu"), torch.zeros(2, 1, dtype=torch.float64))
+    for hook in hooks:
+        hook.remove()
+    assert len(used) == 3 and all(u is agent.u and v is agent.v for u, v in used)
+
+
+def test_transformer_weights_start_from_lecun_normal_and_heads_stay_orthogonal():
+    torch.manual_seed(0)
+    agent = Agent(OBS_SPACE, ACTION_SPACE, Args())  # the default sizes: enough weights per layer for the statistics
+    linears = [m for m in [*agent.embed.modules(), *agent.layers.modules()] if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 1 + 4 * 12  # embed; per block query, key_value, position, out, 2 ffc layers, 2 gates x (w, u, u_g)
+    for layer in linears:
+        std = layer.weight.std().item() * layer.in_features ** 0.5
+        assert 0.93 < std < 1.07, (layer, std)  # variance 1 / fan_in
+        bound = 2 / 0.87962566103423978 / layer.in_features ** 0.5
+        assert layer.weight.abs().max().item() <= bound + 1e-6  # truncated at two standard deviations
+        if layer.bias is not None:
+            assert not layer.bias.any()
+    for head, gain in ((agent.actor, 0.01), (agent.critic, 1.0)):  # the PPO heads keep the scripts' shared init
+        w = head.weight.double()
+        torch.testing.assert_close(w @ w.T, gain**2 * torch.eye(w.shape[0], dtype=torch.float64), atol=1e-5, rtol=0)
