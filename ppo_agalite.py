@@ -56,6 +56,12 @@ class Args:
     """whether to save the model to `runs/{run_name}` and evaluate it at the end"""
     eval_episodes: int = 10
     """how many episodes the evaluation of the saved model runs"""
+    checkpoint_every: int = 0
+    """write runs/<run>/checkpoint.pt (model, optimizer, step, random states, arguments) every N PPO iterations and at
+    the end (0: never). The file is replaced atomically, so a run killed at any moment leaves its last checkpoint whole"""
+    resume: Optional[str] = None
+    """continue the run in this directory (runs/<run>) from its checkpoint.pt, with the run's own arguments: same
+    TensorBoard log, steps and learning-rate schedule; the environments start fresh episodes, the memory a zero state"""
 
     # Algorithm specific arguments
     env_id: str = "TMaze-v0"
@@ -483,6 +489,50 @@ class Agent(nn.Module):
         return action, logprob, entropy, self.critic(hidden).squeeze(-1), state
 
 
+# Options that may differ between a run and its resumption: they change where and how fast it runs, not what it computes.
+RUN_OPTIONS = ("resume", "checkpoint_every", "cuda", "threads", "compile", "cudagraphs", "capture_video", "save_model", "eval_episodes")
+
+
+def save_checkpoint(path, agent, optimizer, iteration, global_step, args):
+    """Everything a run needs to continue after `iteration`; written to a temporary file and then renamed over the
+    old checkpoint (os.replace is atomic), so that an interrupted write never leaves a broken checkpoint."""
+    checkpoint = {
+        "script": os.path.basename(__file__),
+        "args": vars(args),
+        "iteration": iteration,
+        "global_step": global_step,
+        "model": agent.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+    }
+    torch.save(checkpoint, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(run_dir, args):
+    """The checkpoint of `run_dir`, after checking that this script and these arguments wrote it."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise ValueError(f"--resume {run_dir}: there is no {path} (a run writes one with --checkpoint-every N)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds numpy states
+    except Exception as e:
+        raise ValueError(f"--resume {run_dir}: {path} cannot be read ({e})") from None
+    script = os.path.basename(__file__)
+    if checkpoint.get("script") != script:
+        raise ValueError(f"--resume {run_dir}: its checkpoint was written by {checkpoint.get('script')}, not {script}")
+    saved = checkpoint["args"]
+    differ = [f"--{k.replace('_', '-')} {saved[k]} (this command: {getattr(args, k, None)})" for k in saved if k not in RUN_OPTIONS and getattr(args, k, None) != saved[k]]
+    if differ:
+        raise ValueError(f"--resume {run_dir}: the run was started with other arguments: {'; '.join(differ)}. Resume it with its own arguments")
+    return checkpoint
+
+
 def env_action(action, action_space):
     """(B, k) tensor -> what the vector env takes: (B,) for Discrete, (B, k) for MultiDiscrete."""
     action = action.cpu().numpy()
@@ -579,12 +629,25 @@ if __name__ == "__main__":
             torch.set_num_threads(args.threads)
         envs = envs_lib.make_envs(args.env_id, args.num_envs, args.seed, args.env_kwargs, False, "train")
         agent = Agent(envs.single_observation_space, envs.single_action_space, args).to(device)
+        checkpoint = load_checkpoint(args.resume, args) if args.resume else None
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     # the learning rate is a tensor, so that annealing it does not make a compiled optimizer step recompile
     lr = torch.tensor(args.learning_rate, device=device)
     cudagraphs = args.compile and args.cudagraphs and device.type == "cuda"
     optimizer = optim.Adam(agent.parameters(), lr=lr, eps=1e-5, capturable=cudagraphs)
+    start_iteration, global_step = 0, 0
+    if checkpoint:
+        agent.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr  # loading replaced it by a copy: keep the tensor that annealing fills
+        start_iteration, global_step = checkpoint["iteration"], checkpoint["global_step"]
+        random.setstate(checkpoint["rng"]["python"])
+        np.random.set_state(checkpoint["rng"]["numpy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if device.type == "cuda" and checkpoint["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
 
     def optimizer_step():
         nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
@@ -611,12 +674,15 @@ if __name__ == "__main__":
             torch.compiler.cudagraph_mark_step_begin()
             return compiled_loss(*inputs)
 
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+    run_dir = args.resume or f"runs/{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = os.path.basename(os.path.normpath(run_dir))
+    # on resumption, TensorBoard hides what the run logged after its checkpoint (purge_step): no step is logged twice
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
+    if not checkpoint:
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
 
     # ALGO Logic: Storage setup
     obs_space = envs.single_observation_space
@@ -635,15 +701,14 @@ if __name__ == "__main__":
         return x.reshape((args.seq_len, num_seqs) + x.shape[3:])
 
     # TRY NOT TO MODIFY: start the game
-    global_step = 0
-    start_time = time.time()
+    start_step, start_time = global_step, time.time()
     last_print = 0.0
-    next_obs, _ = envs.reset(seed=args.seed)
+    next_obs, _ = envs.reset(seed=args.seed + global_step)  # a resumed run starts fresh episodes, with new seeds
     next_obs = torch.as_tensor(next_obs, device=device)
     next_done = torch.ones(args.num_envs, device=device)  # the first observation starts an episode
     next_state = agent.initial_state(args.num_envs, device)
 
-    for iteration in range(1, args.num_iterations + 1):
+    for iteration in range(start_iteration + 1, args.num_iterations + 1):
         initial_states = []  # memory state at the start of each training sequence (stored, as the paper does)
         episodic_returns, episodic_lengths, successes, achievements = [], [], [], []
         # Annealing the rate if instructed to do so.
@@ -738,6 +803,12 @@ if __name__ == "__main__":
                 loss, stats = loss_fn(agent, args, b_obs[:, mb], mb_state, b_dones[:, mb], b_actions[:, mb], b_logprobs[:, mb], b_advantages[:, mb], b_returns[:, mb], b_values[:, mb])
                 pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = stats.tolist()
                 clipfracs.append(clipfrac)
+                if not torch.isfinite(loss):
+                    # stop before the non-finite gradient reaches the weights; the last checkpoint stays as it was
+                    writer.close()
+                    envs.close()
+                    saved = f"its last checkpoint is in {run_dir}" if args.checkpoint_every else "it wrote no checkpoint"
+                    raise SystemExit(f"error: the loss is {loss.item()} at iteration {iteration} (step {global_step}); the run stops ({saved})")
 
                 optimizer.zero_grad()
                 loss.backward()
@@ -751,7 +822,7 @@ if __name__ == "__main__":
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes
-        sps = int(global_step / (time.time() - start_time))
+        sps = int((global_step - start_step) / (time.time() - start_time))
         writer.add_scalar("charts/learning_rate", lr.item(), global_step)
         writer.add_scalar("losses/value_loss", v_loss, global_step)
         writer.add_scalar("losses/policy_loss", pg_loss, global_step)
@@ -767,9 +838,12 @@ if __name__ == "__main__":
             recent = f"return {np.mean(episodic_returns):7.2f}" if episodic_returns else "return     n/a"
             recent += f" | success {np.mean(successes):.2f}" if successes else ""
             print(f"step {global_step:>9}/{args.num_iterations * args.batch_size} | {recent} | SPS {sps} | ETA {eta / 60:.1f} min", flush=True)
+        if args.checkpoint_every and (iteration % args.checkpoint_every == 0 or iteration == args.num_iterations):
+            writer.flush()  # the logged steps up to the checkpoint are on disk before it is
+            save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), agent, optimizer, iteration, global_step, args)
 
     if args.save_model:
-        model_path = f"runs/{run_name}/{args.exp_name}.cleanrl_model"
+        model_path = os.path.join(run_dir, f"{args.exp_name}.cleanrl_model")
         torch.save({"model": agent.state_dict(), "args": vars(args)}, model_path)
         print(f"model saved to {model_path}")
         episodic_returns, successes = evaluate(model_path, args.eval_episodes, device, args.capture_video, f"{run_name}-eval")

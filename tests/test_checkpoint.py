@@ -1,0 +1,218 @@
+"""Long runs survive interruption: --checkpoint-every writes a checkpoint atomically, --resume continues a killed
+run to its requested steps with every TensorBoard step logged once, mismatched resumptions fail clearly, and a
+non-finite loss stops the run without touching the last checkpoint."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT
+from test_scripts import SCRIPTS, cli
+
+NUM_ENVS, NUM_STEPS = 4, 16  # one iteration = 64 steps
+TINY = dict(num_envs=NUM_ENVS, num_steps=NUM_STEPS, num_minibatches=2, update_epochs=1, cuda=False,
+            env_kwargs=json.dumps({"corridor_length": 2}))
+
+
+def read_checkpoint(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def scalars(run_dir, tag):
+    events = EventAccumulator(run_dir)  # hides what a resumed run purged (the steps logged after its checkpoint)
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def wait_for_checkpoint(proc, pattern, min_iteration, timeout=240):
+    """Polls until a checkpoint of at least `min_iteration` exists; returns its path (None if the run ended first)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        for path in glob.glob(pattern):
+            try:
+                if read_checkpoint(path)["iteration"] >= min_iteration:
+                    return path
+            except (OSError, EOFError, RuntimeError):
+                pass  # (cannot happen with the atomic rename, but a poll must not fail the test for it)
+        time.sleep(0.02)
+    return None
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_killed_run_resumes_to_its_last_step_with_every_step_logged_once(script, tmp_path):
+    iterations = 40
+    args = dict(TINY, total_timesteps=iterations * NUM_ENVS * NUM_STEPS, checkpoint_every=2)
+    proc = subprocess.Popen(cli(script, **args), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    path = wait_for_checkpoint(proc, str(tmp_path / "runs" / f"TMaze-v0__{script}__1__*" / "checkpoint.pt"), min_iteration=4)
+    proc.send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate()
+    assert path is not None and proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {stderr}"
+    killed_at = read_checkpoint(path)["iteration"]
+    assert killed_at < iterations and not glob.glob(path + ".tmp")
+    run_dir = os.path.dirname(path)
+
+    result = subprocess.run(cli(script, **args, resume=run_dir), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert glob.glob(str(tmp_path / "runs" / "*")) == [run_dir]  # the same run directory, no new one
+    assert read_checkpoint(path)["iteration"] == iterations
+    assert read_checkpoint(path)["global_step"] == iterations * NUM_ENVS * NUM_STEPS
+    # every iteration logged exactly once, in order, and the annealed learning rate continues where it was
+    steps_and_lr = scalars(run_dir, "charts/learning_rate")
+    assert [step for step, _ in steps_and_lr] == [i * NUM_ENVS * NUM_STEPS for i in range(1, iterations + 1)]
+    expected_lr = [2.5e-4 * (1 - (i - 1) / iterations) for i in range(1, iterations + 1)]
+    assert [lr for _, lr in steps_and_lr] == pytest.approx(expected_lr, rel=1e-5)
+
+
+def test_a_run_resumed_from_a_checkpoint_older_than_its_log_logs_each_step_once(tmp_path):
+    """What a kill leaves when the log got further than the checkpoint: made here by rewinding a finished run's
+    checkpoint by two iterations. The resumed run logs those iterations again; TensorBoard must show them once."""
+    iterations = 4
+    args = dict(TINY, total_timesteps=iterations * NUM_ENVS * NUM_STEPS, checkpoint_every=1)
+    result = subprocess.run(cli("ppo_lstm", **args), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
+    checkpoint = read_checkpoint(path)
+    checkpoint["iteration"] -= 2
+    checkpoint["global_step"] -= 2 * NUM_ENVS * NUM_STEPS
+    torch.save(checkpoint, path)
+    result = subprocess.run(cli("ppo_lstm", **args, resume=os.path.dirname(path)), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(glob.glob(os.path.join(os.path.dirname(path), "events.out.tfevents.*"))) == 2  # both runs' logs are there
+    steps = [step for step, _ in scalars(os.path.dirname(path), "charts/SPS")]
+    assert steps == [i * NUM_ENVS * NUM_STEPS for i in range(1, iterations + 1)]
+
+
+def test_resuming_with_other_arguments_another_script_or_no_checkpoint_fails_clearly(tmp_path):
+    args = dict(TINY, total_timesteps=2 * NUM_ENVS * NUM_STEPS, checkpoint_every=1)
+    result = subprocess.run(cli("ppo_lstm", **args), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = glob.glob(str(tmp_path / "runs" / "*"))
+    for cmd, message in [
+        (cli("ppo_lstm", **dict(args, lstm_hidden=32), resume=run_dir), "--lstm-hidden 24 (this command: 32)"),
+        (cli("ppo_lstm", **dict(args, seed=2), resume=run_dir), "--seed 1 (this command: 2)"),
+        (cli("ppo_gtrxl", **args, resume=run_dir), "written by ppo_lstm.py, not ppo_gtrxl.py"),
+        (cli("ppo_lstm", **args, resume=str(tmp_path / "runs" / "nothing")), "there is no"),
+    ]:
+        result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode != 0
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+    # options about where and how a run goes may change on resumption (here --threads and --checkpoint-every)
+    result = subprocess.run(cli("ppo_lstm", **dict(args, threads=2, checkpoint_every=5), resume=run_dir), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+NAN_DRIVER = """
+import os, runpy, sys
+import gymnasium as gym
+sys.path.insert(0, {root!r})
+import envs
+
+
+class NanRewardAfter(gym.Wrapper):
+    # T-Maze whose rewards turn to NaN after `after` steps (of this env, across episodes)
+    def __init__(self, env, after):
+        super().__init__(env)
+        self.after, self.steps = after, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        return obs, float("nan") if self.steps > self.after else reward, terminated, truncated, info
+
+
+gym.register("NanRewardTMaze-v0", entry_point=lambda **kwargs: NanRewardAfter(envs.make_env("TMaze-v0", **kwargs), {after}))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("script", ["ppo_agalite", "ppo_lstm"])
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(script, tmp_path):
+    driver = tmp_path / "nan_driver.py"
+    driver.write_text(textwrap.dedent(NAN_DRIVER.format(root=ROOT, after=3 * NUM_STEPS)))  # iteration 4 gets NaN rewards
+    args = dict(TINY, env_id="NanRewardTMaze-v0", total_timesteps=8 * NUM_ENVS * NUM_STEPS, checkpoint_every=1)
+    result = subprocess.run([sys.executable, str(driver)] + cli(script, **args)[1:], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "the loss is nan at iteration 4 (step 256)" in result.stderr
+    assert "Traceback" not in result.stderr
+    (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
+    checkpoint = read_checkpoint(path)
+    assert checkpoint["iteration"] == 3
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
+    assert [step for step, _ in scalars(os.path.dirname(path), "losses/value_loss")] == [64, 128, 192]
+
+
+# ---------------------------------------------------------------- sweeps that resume (benchmarks/sweep.py)
+
+SWEEP = os.path.join(ROOT, "benchmarks", "sweep.py")
+TINY_LSTM = ["--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "1", "--no-cuda",
+             "--d-model", "16", "--lstm-hidden", "24"]
+
+
+def script_pids(workdir, seed):
+    """PIDs of the ppo_lstm.py processes of `seed` running in `workdir` (read from /proc: Linux)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            argv = open(f"/proc/{entry}/cmdline", "rb").read().decode().split("\0")
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except (OSError, ValueError):
+            continue
+        if cwd == str(workdir) and any(a.endswith("ppo_lstm.py") for a in argv) and argv[argv.index("--seed") + 1] == str(seed):
+            pids.append(int(entry))
+    return pids
+
+
+def test_a_sweep_with_a_killed_run_completes_when_launched_again(tmp_path):
+    iterations = 30
+    cmd = [sys.executable, SWEEP, "--scripts", "lstm", "--grid", "env.corridor_length=2", "--seeds", "1", "2",
+           "--total-timesteps", str(iterations * NUM_ENVS * NUM_STEPS), "--checkpoint-every", "2", "--jobs", "2",
+           "--workdir", str(tmp_path), "--poll-s", "0.05", "--"] + TINY_LSTM
+    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pattern = str(tmp_path / "runs" / "TMaze-v0__sweep_lstm_L2__1__*" / "checkpoint.pt")
+    deadline = time.time() + 240
+    while not (path := wait_for_checkpoint(sweep, pattern, min_iteration=4, timeout=1)) and time.time() < deadline:
+        pass
+    assert path is not None, "seed 1 wrote no checkpoint"
+    (pid,) = script_pids(tmp_path, seed=1)
+    os.kill(pid, signal.SIGKILL)
+    output, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 1 and "FAILED sweep_lstm_L2__1 (exit status -9)" in output, output
+    assert read_checkpoint(path)["iteration"] < iterations
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 finished already, 1 to run" in again.stdout and "resumed from runs/TMaze-v0__sweep_lstm_L2__1__" in again.stdout
+    for seed in (1, 2):
+        (run_dir,) = glob.glob(str(tmp_path / "runs" / f"TMaze-v0__sweep_lstm_L2__{seed}__*"))  # one directory per run
+        marker = json.load(open(tmp_path / "runs" / "sweep_logs" / f"sweep_lstm_L2__{seed}.done"))
+        assert marker["run_dir"] == os.path.relpath(run_dir, tmp_path) and marker["resumed"] == (seed == 1)
+        assert read_checkpoint(os.path.join(run_dir, "checkpoint.pt"))["iteration"] == iterations
+        steps = [step for step, _ in scalars(run_dir, "charts/SPS")]
+        assert steps == [i * NUM_ENVS * NUM_STEPS for i in range(1, iterations + 1)]  # every step reached exactly once
+    with open(tmp_path / "runs" / "sweep_summary.csv") as f:
+        assert [line.split(",")[:3] for line in f.read().splitlines()] == [["script", "corridor_length", "seed"], ["lstm", "2", "1"], ["lstm", "2", "2"]]
+
+
+def test_the_slurm_path_runs_through_submitits_local_executor(tmp_path):
+    pytest.importorskip("submitit")
+    cmd = [sys.executable, SWEEP, "--launcher", "submitit-local", "--scripts", "lstm", "--grid", "env.corridor_length=2",
+           "--seeds", "3", "--total-timesteps", str(2 * NUM_ENVS * NUM_STEPS), "--checkpoint-every", "1",
+           "--workdir", str(tmp_path), "--"] + TINY_LSTM
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "submitted 1 jobs" in result.stdout
+    marker = json.load(open(tmp_path / "runs" / "sweep_logs" / "sweep_lstm_L2__3.done"))
+    assert read_checkpoint(os.path.join(tmp_path, marker["run_dir"], "checkpoint.pt"))["iteration"] == 2
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert "1 finished already, 0 to run" in again.stdout and again.returncode == 0
