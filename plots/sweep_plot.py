@@ -11,7 +11,7 @@ Two sources:
   hyperparameter) `--x-key`; the line is the exp_name with the sweep suffix `_L<number>` and the prefixes
   in `--strip-prefixes` removed (ppo_agalite -> agalite, sweep_lstm_L60 -> lstm). Runs without the x key
   (e.g. the default corridor, env_kwargs {}) are left out with a note.
-* the summary CSV of benchmarks/tmaze_sweep.py (`--csv`): columns script, <x-key>, seed, final_success,
+* the summary CSV of benchmarks/sweep.py (`--csv`): columns script, <x-key>, seed, final_success,
   final_return; final values as the sweep runner computed them; `--filter` applies to the CSV's columns.
 
 Usage:
@@ -45,7 +45,7 @@ class Args:
     runs_dir: str = "runs"
     """folder holding the runs (searched recursively for TensorBoard event files)"""
     csv: Optional[str] = None
-    """read this sweep summary CSV (benchmarks/tmaze_sweep.py) instead of the event files"""
+    """read this sweep summary CSV (benchmarks/sweep.py) instead of the event files"""
     x_key: str = "corridor_length"
     """the swept value: an env kwarg (or hyperparameter) of the runs, or a column of the CSV"""
     metric: Literal["success", "return"] = "success"

@@ -1,6 +1,6 @@
 """Shared helpers of the plotting tools: read the scripts' TensorBoard runs, filter them, and the statistics.
 
-Used by plots/learning_curves.py, plots/sweep_plot.py and benchmarks/tmaze_sweep.py; not a command itself.
+Used by plots/learning_curves.py, plots/sweep_plot.py and benchmarks/sweep.py; not a command itself.
 
 A run is a directory `runs/<env_id>__<exp_name>__<seed>__<unix_time>/` holding TensorBoard event files, as
 every ppo_*.py script writes it. Its identity (env id, env kwargs, exp_name, seed) is read from the

@@ -1,5 +1,5 @@
 """plots/learning_curves.py, plots/sweep_plot.py (and plots/tb_runs.py) on small synthetic TensorBoard runs,
-the confidence-interval math on known examples, and benchmarks/tmaze_sweep.py's resume logic with a stub
+the confidence-interval math on known examples, and benchmarks/sweep.py's resume logic with a stub
 script in place of the training scripts."""
 
 import csv
@@ -22,7 +22,7 @@ from conftest import load
 tb_runs = load("plots/tb_runs.py", "tb_runs")
 learning_curves = load("plots/learning_curves.py", "learning_curves")
 sweep_plot = load("plots/sweep_plot.py", "sweep_plot")
-tmaze_sweep = load("benchmarks/tmaze_sweep.py", "tmaze_sweep")
+sweep_tool = load("benchmarks/sweep.py", "sweep_tool")
 
 STEP = 2048  # one PPO iteration of the default sizes
 POINTS = 30
@@ -196,7 +196,7 @@ def test_sweep_plot_from_events(runs_dir, tmp_path):
 def test_sweep_plot_from_csv(tmp_path, capsys):
     path = tmp_path / "summary.csv"
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=tmaze_sweep.CSV_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=["script", "corridor_length", "seed"] + sweep_tool.STAT_COLUMNS)
         writer.writeheader()
         for script in ("agalite", "lstm"):
             for length in (10, 60):
@@ -246,9 +246,9 @@ def test_sweep_runner_resumes(tmp_path):
         (scripts / f"ppo_{name}.py").write_text(STUB)
 
     def sweep(names, extra=(), **kw):
-        args = tmaze_sweep.Args(scripts=names, lengths=[10], seeds=[1], total_timesteps=1000, jobs=2,
+        args = sweep_tool.Args(scripts=names, grid=["env.corridor_length=10"], seeds=[1], total_timesteps=1000, jobs=2,
                                 workdir=str(work), script_dir=str(scripts), python_cmd=sys.executable, poll_s=0.05, **kw)
-        return tmaze_sweep.main(args, extra)
+        return sweep_tool.main(args, extra)
 
     def calls():
         return [json.loads(line) for line in (scripts / "calls.txt").read_text().splitlines()]
