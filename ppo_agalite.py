@@ -102,6 +102,15 @@ class Args:
     """the maximum norm for the gradient clipping"""
     target_kl: Optional[float] = None
     """the target KL divergence threshold"""
+    bootstrap_timeouts: bool = True
+    """when a time limit ends an episode, bootstrap from the value of its final observation (--no-bootstrap-timeouts:
+    treat the time-out as a terminal state, as the authors' release and CleanRL's ppo.py do)"""
+    head_hidden: int = 0
+    """hidden units of the actor and critic heads (0: one linear layer; 128: the release's Linear -> tanh -> Linear)"""
+    actor_gain: float = 0.01
+    """orthogonal-init gain of the actor's output layer (the release's T-Maze heads: 1.414, sqrt(2))"""
+    critic_gain: float = 1.0
+    """orthogonal-init gain of the critic's output layer (the release's T-Maze heads: 1.414, sqrt(2))"""
 
     # Model specific arguments
     n_layers: int = 4
@@ -136,6 +145,8 @@ def check_args(args):
         raise ValueError("--capture-video records the evaluation of the saved model: use it with --save-model")
     if args.threads < 0:
         raise ValueError(f"--threads ({args.threads}) must be 0 (all cores) or a positive number")
+    if args.head_hidden < 0:
+        raise ValueError(f"--head-hidden ({args.head_hidden}) must be 0 (one linear layer) or a positive number of units")
     args.seq_len = args.seq_len or args.num_steps
     if args.num_steps % args.seq_len:
         raise ValueError(f"--num-steps ({args.num_steps}) must be a multiple of --seq-len ({args.seq_len})")
@@ -155,6 +166,24 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     if layer.bias is not None:
         torch.nn.init.constant_(layer.bias, bias_const)
     return layer
+
+
+def orthogonal_parts_(weight, sizes, std=np.sqrt(2)):
+    """Initialises each block of rows of a fused weight (out_features, in_features) as its own orthogonal matrix
+    (gain std), as if each part were a separate layer: the release's init. One orthogonal matrix over the fused
+    rows would give each row a norm of about std * sqrt(in_features / out_features) instead of std."""
+    with torch.no_grad():
+        for part in weight.split(sizes, dim=0):
+            torch.nn.init.orthogonal_(part, std)
+    return weight
+
+
+def make_head(n_in, n_out, hidden, gain):
+    """An actor or critic head: one linear layer (hidden = 0), or Linear(hidden) -> tanh -> Linear, the authors'
+    release's T-Maze heads. Orthogonal init, zero biases: the hidden layer with gain sqrt(2), the output with `gain`."""
+    if not hidden:
+        return layer_init(nn.Linear(n_in, n_out), std=gain)
+    return nn.Sequential(layer_init(nn.Linear(n_in, hidden)), nn.Tanh(), layer_init(nn.Linear(hidden, n_out), std=gain))
 
 
 def outer(a, b):
@@ -338,8 +367,13 @@ class AGaLiTeAttention(nn.Module):
     def __init__(self, d_model, n_heads, d_head, eta, r, eps=1e-5):
         super().__init__()
         self.n_heads, self.d_head, self.eta, self.r, self.eps = n_heads, d_head, eta, r, eps
-        # one linear map gives, per head, k, q, v, beta, gamma (each d) and p1, p2, p3 (each eta)
+        # one linear map gives, per head, k, q, v, beta, gamma (each d) and p1, p2, p3 (each eta); initialised as the
+        # release's two layers: k, q, v, beta, gamma of all heads one orthogonal matrix, p1, p2, p3 another (one
+        # orthogonal matrix over all rows would start the p rows about 3x smaller, as they are few)
         self.proj = layer_init(nn.Linear(d_model, n_heads * (5 * d_head + 3 * eta)))
+        per_head = self.proj.weight.detach().view(n_heads, 5 * d_head + 3 * eta, d_model)
+        for part in (per_head[:, : 5 * d_head], per_head[:, 5 * d_head :]):
+            part.copy_(nn.init.orthogonal_(torch.empty(part.shape[0] * part.shape[1], d_model), np.sqrt(2)).view(part.shape))
         self.out = layer_init(nn.Linear(n_heads * d_head, d_model))  # heads concatenated, back to d_model
 
     def forward(self, x, state, keep, cos):
@@ -388,9 +422,11 @@ class GRUGate(nn.Module):
 
     def __init__(self, d_model, bias):
         super().__init__()
-        self.w = layer_init(nn.Linear(d_model, 3 * d_model, bias=False))  # W_r, W_z, W_g applied to y
-        self.u = layer_init(nn.Linear(d_model, 2 * d_model, bias=False))  # U_r, U_z applied to x
+        self.w = nn.Linear(d_model, 3 * d_model, bias=False)  # W_r, W_z, W_g applied to y
+        self.u = nn.Linear(d_model, 2 * d_model, bias=False)  # U_r, U_z applied to x
         self.u_g = layer_init(nn.Linear(d_model, d_model, bias=False))  # U_g applied to r * x
+        orthogonal_parts_(self.w.weight, [d_model] * 3)  # each of the six matrices its own orthogonal one
+        orthogonal_parts_(self.u.weight, [d_model] * 2)
         self.b_g = nn.Parameter(torch.full((d_model,), float(bias)))
 
     def forward(self, x, y):
@@ -441,8 +477,8 @@ class Agent(nn.Module):
         self.encoder, n_features = envs_lib.make_encoder(observation_space)
         self.embed = nn.Sequential(layer_init(nn.Linear(n_features, args.d_model)), nn.ReLU())
         self.layers = nn.ModuleList([AGaLiTeBlock(args) for _ in range(args.n_layers)])
-        self.actor = layer_init(nn.Linear(args.d_model, sum(self.nvec)), std=0.01)
-        self.critic = layer_init(nn.Linear(args.d_model, 1), std=1)
+        self.actor = make_head(args.d_model, sum(self.nvec), args.head_hidden, args.actor_gain)
+        self.critic = make_head(args.d_model, 1, args.head_hidden, args.critic_gain)
         self.state_shapes = [
             (args.n_heads, args.r, args.eta * args.d_head),  # tilde_k
             (args.n_heads, args.r, args.d_head),  # tilde_v
@@ -458,7 +494,8 @@ class Agent(nn.Module):
     def initial_state(self, batch_size, device):
         n_layers = len(self.layers)
         state = tuple(torch.zeros((n_layers, batch_size) + shape, device=device) for shape in self.state_shapes)
-        return state + (torch.zeros(1, batch_size, dtype=torch.long, device=device),)
+        # the tick starts at 1, as in the release (so the first step sees tick 2); it is not reset at episode starts
+        return state + (torch.full((1, batch_size), 1 % self.period, dtype=torch.long, device=device),)
 
     def memory(self, x, state, done):
         """x: (T, B, *obs_shape), done: (T, B) 1.0 where x[t] starts an episode -> (T, B, d_model), new state.
@@ -737,7 +774,7 @@ if __name__ == "__main__":
             reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
             truncated = torch.as_tensor(truncations, device=device)
             next_done = torch.as_tensor(np.logical_or(terminations, truncations), dtype=torch.float32, device=device)
-            if truncated.any():
+            if args.bootstrap_timeouts and truncated.any():
                 # A time limit is not a terminal state: bootstrap with the value of the final observation,
                 # seen from the memory state before the reset (the returned next_obs already starts a new episode).
                 final_obs = next_obs.clone()

@@ -105,6 +105,15 @@ class Args:
     """the maximum norm for the gradient clipping"""
     target_kl: Optional[float] = None
     """the target KL divergence threshold"""
+    bootstrap_timeouts: bool = True
+    """when a time limit ends an episode, bootstrap from the value of its final observation (--no-bootstrap-timeouts:
+    treat the time-out as a terminal state, as the authors' release and CleanRL's ppo.py do)"""
+    head_hidden: int = 0
+    """hidden units of the actor and critic heads (0: one linear layer; 128: the release's Linear -> tanh -> Linear)"""
+    actor_gain: float = 0.01
+    """orthogonal-init gain of the actor's output layer (the release's T-Maze heads: 1.414, sqrt(2))"""
+    critic_gain: float = 1.0
+    """orthogonal-init gain of the critic's output layer (the release's T-Maze heads: 1.414, sqrt(2))"""
 
     # Model specific arguments
     n_layers: int = 4
@@ -137,6 +146,8 @@ def check_args(args):
         raise ValueError("--capture-video records the evaluation of the saved model: use it with --save-model")
     if args.threads < 0:
         raise ValueError(f"--threads ({args.threads}) must be 0 (all cores) or a positive number")
+    if args.head_hidden < 0:
+        raise ValueError(f"--head-hidden ({args.head_hidden}) must be 0 (one linear layer) or a positive number of units")
     args.seq_len = args.seq_len or args.num_steps
     if args.num_steps % args.seq_len:
         raise ValueError(f"--num-steps ({args.num_steps}) must be a multiple of --seq-len ({args.seq_len})")
@@ -166,6 +177,14 @@ def orthogonal_parts_(weight, sizes, std=np.sqrt(2)):
         for part in weight.split(sizes, dim=0):
             torch.nn.init.orthogonal_(part, std)
     return weight
+
+
+def make_head(n_in, n_out, hidden, gain):
+    """An actor or critic head: one linear layer (hidden = 0), or Linear(hidden) -> tanh -> Linear, the authors'
+    release's T-Maze heads. Orthogonal init, zero biases: the hidden layer with gain sqrt(2), the output with `gain`."""
+    if not hidden:
+        return layer_init(nn.Linear(n_in, n_out), std=gain)
+    return nn.Sequential(layer_init(nn.Linear(n_in, hidden)), nn.Tanh(), layer_init(nn.Linear(hidden, n_out), std=gain))
 
 
 class GaLiTeAttention(nn.Module):
@@ -287,8 +306,8 @@ class Agent(nn.Module):
         self.encoder, n_features = envs_lib.make_encoder(observation_space)
         self.embed = layer_init(nn.Linear(n_features, args.d_model))
         self.layers = nn.ModuleList([GaLiTeBlock(args) for _ in range(args.n_layers)])
-        self.actor = layer_init(nn.Linear(args.d_model, sum(self.nvec)), std=0.01)
-        self.critic = layer_init(nn.Linear(args.d_model, 1), std=1)
+        self.actor = make_head(args.d_model, sum(self.nvec), args.head_hidden, args.actor_gain)
+        self.critic = make_head(args.d_model, 1, args.head_hidden, args.critic_gain)
         self.state_shapes = [
             (args.n_heads, args.d_head, args.eta * args.d_head),  # C
             (args.n_heads, args.eta * args.d_head),  # s
@@ -572,7 +591,7 @@ if __name__ == "__main__":
             reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
             truncated = torch.as_tensor(truncations, device=device)
             next_done = torch.as_tensor(np.logical_or(terminations, truncations), dtype=torch.float32, device=device)
-            if truncated.any():
+            if args.bootstrap_timeouts and truncated.any():
                 # A time limit is not a terminal state: bootstrap with the value of the final observation,
                 # seen from the memory state before the reset (the returned next_obs already starts a new episode).
                 final_obs = next_obs.clone()

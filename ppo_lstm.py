@@ -94,6 +94,15 @@ class Args:
     """the maximum norm for the gradient clipping"""
     target_kl: Optional[float] = None
     """the target KL divergence threshold"""
+    bootstrap_timeouts: bool = True
+    """when a time limit ends an episode, bootstrap from the value of its final observation (--no-bootstrap-timeouts:
+    treat the time-out as a terminal state, as the authors' release and CleanRL's ppo.py do)"""
+    head_hidden: int = 0
+    """hidden units of the actor and critic heads (0: one linear layer; 128: the release's Linear -> tanh -> Linear)"""
+    actor_gain: float = 0.01
+    """orthogonal-init gain of the actor's output layer (the release's T-Maze heads: 1.414, sqrt(2))"""
+    critic_gain: float = 1.0
+    """orthogonal-init gain of the critic's output layer (the release's T-Maze heads: 1.414, sqrt(2))"""
 
     # Model specific arguments
     d_model: int = 128
@@ -116,6 +125,8 @@ def check_args(args):
         raise ValueError("--capture-video records the evaluation of the saved model: use it with --save-model")
     if args.threads < 0:
         raise ValueError(f"--threads ({args.threads}) must be 0 (all cores) or a positive number")
+    if args.head_hidden < 0:
+        raise ValueError(f"--head-hidden ({args.head_hidden}) must be 0 (one linear layer) or a positive number of units")
     args.seq_len = args.seq_len or args.num_steps
     if args.num_steps % args.seq_len:
         raise ValueError(f"--num-steps ({args.num_steps}) must be a multiple of --seq-len ({args.seq_len})")
@@ -137,6 +148,14 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     return layer
 
 
+def make_head(n_in, n_out, hidden, gain):
+    """An actor or critic head: one linear layer (hidden = 0), or Linear(hidden) -> tanh -> Linear, the authors'
+    release's T-Maze heads. Orthogonal init, zero biases: the hidden layer with gain sqrt(2), the output with `gain`."""
+    if not hidden:
+        return layer_init(nn.Linear(n_in, n_out), std=gain)
+    return nn.Sequential(layer_init(nn.Linear(n_in, hidden)), nn.Tanh(), layer_init(nn.Linear(hidden, n_out), std=gain))
+
+
 class Agent(nn.Module):
     """Encoder -> Linear(d_model) + ReLU -> LSTM -> actor and critic heads.
 
@@ -155,8 +174,8 @@ class Agent(nn.Module):
         # bias as the release), unrolled by hand in memory(); no nn.LSTM module, which torch.compile refuses to trace
         self.lstm_x = layer_init(nn.Linear(args.d_model, 4 * args.lstm_hidden), std=1.0)  # W_i x + b
         self.lstm_h = layer_init(nn.Linear(args.lstm_hidden, 4 * args.lstm_hidden, bias=False), std=1.0)  # W_h h
-        self.actor = layer_init(nn.Linear(args.lstm_hidden, sum(self.nvec)), std=0.01)
-        self.critic = layer_init(nn.Linear(args.lstm_hidden, 1), std=1)
+        self.actor = make_head(args.lstm_hidden, sum(self.nvec), args.head_hidden, args.actor_gain)
+        self.critic = make_head(args.lstm_hidden, 1, args.head_hidden, args.critic_gain)
         self.hidden_size = args.lstm_hidden
 
     def initial_state(self, batch_size, device):
@@ -444,7 +463,7 @@ if __name__ == "__main__":
             reward = torch.as_tensor(reward, dtype=torch.float32, device=device)
             truncated = torch.as_tensor(truncations, device=device)
             next_done = torch.as_tensor(np.logical_or(terminations, truncations), dtype=torch.float32, device=device)
-            if truncated.any():
+            if args.bootstrap_timeouts and truncated.any():
                 # A time limit is not a terminal state: bootstrap with the value of the final observation,
                 # seen from the memory state before the reset (the returned next_obs already starts a new episode).
                 final_obs = next_obs.clone()

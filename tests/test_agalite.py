@@ -138,9 +138,11 @@ def test_tick_stays_bounded_and_cosines_equal_the_unbounded_formula(r):
     turns = [Fraction(-1, 2) + (Fraction(j, r - 1) if r > 1 else 0) for j in range(r)]
     exact = np.array([math.cos(2 * math.pi * float((turn * (10**9 + 11)) % 1)) for turn in turns])
     assert np.abs(unbounded.numpy() - exact).max() > 1e-2
-    # and the tick carried in the state never leaves [0, period), across chunks and single steps
+    # and the tick carried in the state never leaves [0, period), across chunks and single steps; it starts at 1
+    # as in the release (the first step sees tick 2)
     state = agent.initial_state(2, "cpu")
-    total = 0
+    assert torch.all(state[3] == 1 % period)
+    total = 1
     for T in [1, 5, 1, 13, 64]:
         with torch.no_grad():
             _, state = agent.memory(torch.rand(T, 2, 5), state, torch.zeros(T, 2))
