@@ -6,7 +6,7 @@ episode statistics arrive in `infos["final_info"][i]["episode"]` and, for tasks 
 `infos["final_info"][i]["success"]` at the end of each episode.
 
 Families (each module documents its spaces):
-    TMaze-v0                                   envs/tmaze.py
+    TMaze-v0, TMazePassive-v0                  envs/tmaze.py
     MysteryPath(-Grid)(-Easy)-v0, MortarMayhem(-Grid)-v0, SearingSpotlights-v0   envs/memorygym.py (memory-gym)
     MemoryMaze-{9x9,11x11,13x13,15x15}-v0      envs/memory_maze.py (memory-maze, MuJoCo rendering)
     Craftax-Symbolic-v1, Craftax-Classic-Symbolic-v1   envs/craftax.py (one batched JAX vector env)
@@ -24,12 +24,13 @@ from envs.encoders import action_nvec, make_encoder  # noqa: F401  (re-exported 
 from envs.wrappers import ChannelsFirst, is_hwc_image
 
 # Ids make_envs accepts (the scripts also accept any other registered gymnasium id whose spaces they handle).
-ENV_IDS = ["TMaze-v0"] + memorygym.MYSTERY_PATH_IDS + memorygym.OTHER_IDS + memory_maze.ENV_IDS + craftax.ENV_IDS
+ENV_IDS = ["TMaze-v0", "TMazePassive-v0"] + memorygym.MYSTERY_PATH_IDS + memorygym.OTHER_IDS + memory_maze.ENV_IDS + craftax.ENV_IDS
 
 # gymnasium 0.29 warns when a wrapper reads num_envs through another wrapper; harmless for us.
 warnings.filterwarnings("ignore", message=".*to get variables from other wrappers is deprecated.*")
 
 gym.register(id="TMaze-v0", entry_point="envs.tmaze:TMazeEnv")
+gym.register(id="TMazePassive-v0", entry_point="envs.tmaze:TMazePassiveEnv")
 # Our Mystery Path "Easy" ids (memory-gym's own ids are registered by memory_gym when it is imported).
 for _id in memorygym.EASY_IDS:
     gym.register(id=_id, entry_point="envs.memorygym:make_easy_env", kwargs={"easy_id": _id})

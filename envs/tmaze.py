@@ -1,4 +1,5 @@
-"""T-Maze exactly as the AGaLiTe paper ran it (shared/AGALITE.md section 6).
+"""T-Maze exactly as the AGaLiTe paper ran it (shared/AGALITE.md section 6), and the passive T-Maze
+(TMazePassive-v0, below) that separates remembering from exploring.
 
 The agent starts at position 0 of a corridor of length `corridor_length` and must remember a cue that is
 shown on the first step only. At the junction (position L-1) it turns up or down: +4 for the turn the cue
@@ -10,7 +11,18 @@ Observation (float32, size 2 + 8 + n_distractors):
     [cue (2) | gray(position) (8) | distractors (n_distractors)]
     cue: up = [0, 1], down = [1, 0] on the first step, [0, 0] afterwards.
 Actions: 0 up, 1 down, 2 left, 3 right.
+
+TMazePassive-v0 (Ni et al., NeurIPS 2023, "When do transformers shine in RL?"): the same corridor, actions,
+cue, distractors and position code, but walking is trivially rewarded and only remembering is hard. The
+junction lies `corridor_length` = L moves right of the start (position L), and every episode lasts exactly
+L + 1 steps: L moves, then one decision, so the cue must be held for L steps. A step that is not a move right
+costs -1/L (in the corridor: left, up, down; at the junction: left or right); at the junction up or down ends
+the episode with +1 for the cued turn and 0 for the other. An agent that wasted a step is still in the corridor
+after L + 1 steps: the episode ends there with success False, reported as terminated (the horizon is part of the
+task, not a time limit). The optimal return is 1.0. The position code has max(8, ceil(log2(L + 1))) bits, so
+that positions 0 .. L stay distinct for L > 255 (observation size 2 + bits + n_distractors).
 """
+import math
 
 import gymnasium as gym
 import numpy as np
@@ -41,6 +53,7 @@ class TMazeEnv(gym.Env):
         self.corridor_length = corridor_length
         self.n_distractors = n_distractors
         self.max_episode_steps = max_episode_steps
+        self.position_bits = POSITION_BITS
         self.observation_space = gym.spaces.Box(0.0, 1.0, (2 + POSITION_BITS + n_distractors,), np.float32)
         self.action_space = gym.spaces.Discrete(4)
         self.render_mode = render_mode
@@ -52,7 +65,7 @@ class TMazeEnv(gym.Env):
             cue[1 if self.goal_up else 0] = 1.0  # up = [0, 1], down = [1, 0]
         else:
             distractors = self.np_random.integers(0, 2, self.n_distractors).astype(np.float32)
-        return np.concatenate([cue, gray_code(self.position), distractors])
+        return np.concatenate([cue, gray_code(self.position, self.position_bits), distractors])
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -87,6 +100,54 @@ class TMazeEnv(gym.Env):
             return None
         cells = np.zeros((3, self.corridor_length, 3), np.uint8)
         cells[1, :] = 200  # corridor
+        goal_row, wrong_row = (0, 2) if self.goal_up else (2, 0)
+        cells[goal_row, -1], cells[wrong_row, -1] = (0, 200, 0), (120, 120, 120)
+        cells[1, self.position] = (220, 0, 0)
+        return np.kron(cells, np.ones((8, 8, 1), np.uint8))
+
+
+class TMazePassiveEnv(TMazeEnv):
+    """The passive T-Maze (module docstring): junction at position L, a fixed horizon of L + 1 steps."""
+
+    def __init__(self, corridor_length: int = 100, n_distractors: int = 6, render_mode=None):
+        if corridor_length < 1:
+            raise ValueError(f"TMazePassive-v0: corridor_length must be >= 1, got {corridor_length}.")
+        if n_distractors < 0:
+            raise ValueError(f"TMazePassive-v0: n_distractors must be >= 0, got {n_distractors}.")
+        self.corridor_length = corridor_length
+        self.n_distractors = n_distractors
+        self.max_episode_steps = corridor_length + 1  # the task's horizon, not a time limit
+        self.position_bits = max(POSITION_BITS, math.ceil(math.log2(corridor_length + 1)))
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (2 + self.position_bits + n_distractors,), np.float32)
+        self.action_space = gym.spaces.Discrete(4)
+        self.render_mode = render_mode
+
+    def step(self, action):
+        action = int(action)
+        self.t += 1
+        L = self.corridor_length
+        reward, terminated, info = -1.0 / L, False, {}
+        if self.position == L and action in (UP, DOWN):  # the decision
+            terminated = True
+            success = (action == UP) == self.goal_up
+            reward = 1.0 if success else 0.0
+            info["success"] = success
+        elif action == RIGHT and self.position < L:
+            self.position += 1
+            reward = 0.0
+        elif action == LEFT:
+            self.position = max(self.position - 1, 0)
+        if not terminated and self.t >= self.max_episode_steps:  # out of time before deciding: part of the task
+            terminated = True
+            info["success"] = False
+        return self._obs(first=False), reward, terminated, False, info
+
+    def render(self):
+        """As TMaze-v0's picture, with the junction one cell further (position L)."""
+        if self.render_mode != "rgb_array":
+            return None
+        cells = np.zeros((3, self.corridor_length + 1, 3), np.uint8)
+        cells[1, :] = 200
         goal_row, wrong_row = (0, 2) if self.goal_up else (2, 0)
         cells[goal_row, -1], cells[wrong_row, -1] = (0, 200, 0), (120, 120, 120)
         cells[1, self.position] = (220, 0, 0)
