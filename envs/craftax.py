@@ -27,12 +27,18 @@ JAX is imported only when an env is made, so `import envs` stays fast and works 
 The first step compiles the vmapped step (about 15 s Classic, 50 s full Craftax on 2 CPU cores).
 """
 
+import os
 import time
 
 import gymnasium as gym
 import numpy as np
 
 ENV_IDS = ["Craftax-Symbolic-v1", "Craftax-Classic-Symbolic-v1"]
+
+# JAX reserves 75% of a GPU's memory when it first uses it, and torch, which trains on the same GPU, then runs
+# out of memory. Set before JAX is imported (here, at `import envs`), unless the user chose otherwise: JAX then
+# allocates what it needs, as torch does. (If JAX was imported before `import envs`, set it yourself.)
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def _import_craftax():

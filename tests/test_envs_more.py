@@ -41,6 +41,22 @@ def test_import_envs_stays_light():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
+@pytest.mark.parametrize("preset", [None, "true"])
+def test_jax_does_not_take_the_gpu_from_torch(preset):
+    """After `import envs` (and making a Craftax env, when craftax is installed) JAX's allocator is set to
+    allocate on demand instead of reserving 75% of a GPU; a value the user set is kept."""
+    make = "envs.make_envs('Craftax-Classic-Symbolic-v1', 1, 0).close(); " if importlib.util.find_spec("craftax") else ""
+    code = f"import os, envs; {make}import jax; print(os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'])"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
+    if preset:
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = preset
+    if importlib.util.find_spec("jax") is None:
+        code = "import os, envs; print(os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == (preset or "false")
+
+
 def test_unknown_id_lists_project_ids():
     with pytest.raises(ValueError, match="MemoryMaze-9x9-v0.*Craftax-Classic-Symbolic-v1"):
         envs.make_envs("NoSuchEnv-v0", 1, 0)
