@@ -53,6 +53,9 @@ class Args:
     graphs). Needs a C++ compiler on a CPU machine; the first update waits for the compilation (README: when it pays)"""
     cudagraphs: bool = True
     """with --compile on a GPU: replay CUDA graphs (torch.compile's reduce-overhead mode), not just fused kernels"""
+    async_envs: bool = False
+    """step the environments in worker processes (gymnasium's AsyncVectorEnv) instead of one after the other in this
+    one: pays for envs that step in Python and are slow (Memory Gym, Memory Maze) when cores are free; not for T-Maze"""
     capture_video: bool = False
     """whether to record videos of the evaluation episodes (image environments only; needs --save-model)"""
     save_model: bool = False
@@ -344,7 +347,7 @@ class Agent(nn.Module):
 
 
 # Options that may differ between a run and its resumption: they change where and how fast it runs, not what it computes.
-RUN_OPTIONS = ("resume", "checkpoint_every", "cuda", "threads", "compile", "cudagraphs", "capture_video", "save_model", "eval_episodes")
+RUN_OPTIONS = ("resume", "checkpoint_every", "cuda", "threads", "compile", "cudagraphs", "async_envs", "capture_video", "save_model", "eval_episodes")
 
 
 def save_checkpoint(path, agent, optimizer, iteration, global_step, args):
@@ -481,7 +484,7 @@ if __name__ == "__main__":
         args = check_args(args)
         if args.threads:
             torch.set_num_threads(args.threads)
-        envs = envs_lib.make_envs(args.env_id, args.num_envs, args.seed, args.env_kwargs, False, "train")
+        envs = envs_lib.make_envs(args.env_id, args.num_envs, args.seed, args.env_kwargs, False, "train", args.async_envs)
         agent = Agent(envs.single_observation_space, envs.single_action_space, args).to(device)
         checkpoint = load_checkpoint(args.resume, args) if args.resume else None
     except ValueError as e:

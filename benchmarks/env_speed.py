@@ -3,6 +3,7 @@ scripts see: vector env, wrappers, channels-first images, episode statistics; au
 
     python benchmarks/env_speed.py                       # every family, short runs
     python benchmarks/env_speed.py --env-ids MysteryPath-Grid-v0 --seconds 10
+    python benchmarks/env_speed.py --env-ids TMaze-v0 MysteryPath-Grid-v0 --num-envs 8 32 --vector sync async
 
 env steps/s = num_envs * vector steps / wall time, measured after a warm-up (reset, a few steps; for
 Craftax the first step, which compiles the batched JAX step, is timed separately as "first step").
@@ -31,14 +32,16 @@ class Args:
     """vector sizes for the non-Craftax envs"""
     craftax_num_envs: list = field(default_factory=lambda: [1, 64])
     """vector sizes for Craftax (one batched JAX call per step)"""
+    vector: list = field(default_factory=lambda: ["sync"])
+    """sync (the envs one after the other in this process) and/or async (worker processes, the scripts' --async-envs)"""
     seconds: float = 3.0
     """time budget per measurement (Memory Maze: at least 8 vector steps; Craftax: at least 20)"""
     seed: int = 0
 
 
-def measure(env_id: str, num_envs: int, seconds: float, seed: int) -> dict:
+def measure(env_id: str, num_envs: int, seconds: float, seed: int, async_envs: bool = False) -> dict:
     t0 = time.perf_counter()
-    vec = envs.make_envs(env_id, num_envs, seed)
+    vec = envs.make_envs(env_id, num_envs, seed, async_envs=async_envs)
     vec.reset(seed=seed)
     t_ready = time.perf_counter() - t0
     vec.action_space.seed(seed)
@@ -54,21 +57,22 @@ def measure(env_id: str, num_envs: int, seconds: float, seed: int) -> dict:
         steps += 1
     elapsed = time.perf_counter() - t0
     vec.close()
-    return dict(env_id=env_id, num_envs=num_envs, env_steps_per_s=num_envs * steps / elapsed, make_and_reset_s=t_ready, first_step_s=t_first)
+    return dict(env_id=env_id, num_envs=num_envs, vector="async" if async_envs else "sync", env_steps_per_s=num_envs * steps / elapsed, make_and_reset_s=t_ready, first_step_s=t_first)
 
 
 def main(args: Args):
     print(f"# env steps/s with random actions ({os.cpu_count()} CPUs, MUJOCO_GL={os.environ.get('MUJOCO_GL', 'auto')})")
-    print("| env id | num_envs | env steps/s | make + reset (s) | first step (s) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| env id | num_envs | vector | env steps/s | make + reset (s) | first step (s) |")
+    print("|---|---:|---|---:|---:|---:|")
     for env_id in args.env_ids:
         for n in (args.craftax_num_envs if env_id.startswith("Craftax") else args.num_envs):
-            try:
-                r = measure(env_id, n, args.seconds, args.seed)
-            except (ImportError, RuntimeError) as e:  # a family whose package or renderer is missing
-                print(f"| {env_id} | {n} | skipped: {str(e).splitlines()[0][:120]} | | |")
-                continue
-            print(f"| {env_id} | {n} | {r['env_steps_per_s']:,.0f} | {r['make_and_reset_s']:.1f} | {r['first_step_s']:.2f} |", flush=True)
+            for mode in (["sync"] if env_id.startswith("Craftax") else args.vector):  # Craftax: one batched JAX env
+                try:
+                    r = measure(env_id, n, args.seconds, args.seed, async_envs=mode == "async")
+                except (ImportError, RuntimeError) as e:  # a family whose package or renderer is missing
+                    print(f"| {env_id} | {n} | {mode} | skipped: {str(e).splitlines()[0][:120]} | | |")
+                    continue
+                print(f"| {env_id} | {n} | {mode} | {r['env_steps_per_s']:,.0f} | {r['make_and_reset_s']:.1f} | {r['first_step_s']:.2f} |", flush=True)
     if "MUJOCO_GL" in os.environ:
         print(f"\nMemory Maze rendered with MUJOCO_GL={os.environ['MUJOCO_GL']}")
 

@@ -72,10 +72,13 @@ def make_env(env_id: str, render_mode=None, **kwargs):
     return env
 
 
-def make_envs(env_id: str, num_envs: int, seed: int, env_kwargs="{}", capture_video: bool = False, run_name: str = "run"):
+def make_envs(env_id: str, num_envs: int, seed: int, env_kwargs="{}", capture_video: bool = False, run_name: str = "run",
+              async_envs: bool = False):
     """A vector env of `num_envs` copies of `env_id`; episode statistics recorded per env; video of env 0 if asked.
 
-    Craftax ids give one batched JAX vector env (envs/craftax.py) with the same interface.
+    async_envs: step the envs in worker processes (gymnasium's AsyncVectorEnv, observations through shared
+    memory) instead of one after the other in this process; the same observations, rewards, infos and seeding.
+    Craftax ids give one batched JAX vector env (envs/craftax.py) with the same interface (async_envs: no effect).
     """
     check_env_id(env_id)
     kwargs = parse_env_kwargs(env_kwargs)
@@ -106,6 +109,12 @@ def make_envs(env_id: str, num_envs: int, seed: int, env_kwargs="{}", capture_vi
 
         return _make
 
-    envs = gym.vector.SyncVectorEnv([thunk(i) for i in range(num_envs)])
+    if async_envs:
+        # the workers make their envs themselves (a MuJoCo or pygame context is not shared across processes);
+        # a bad --env-kwargs then fails in a worker, so make one env here first for the clear message
+        thunk(0)().close()
+        envs = gym.vector.AsyncVectorEnv([thunk(i) for i in range(num_envs)], shared_memory=True)
+    else:
+        envs = gym.vector.SyncVectorEnv([thunk(i) for i in range(num_envs)])
     envs.action_space.seed(seed)
     return envs
