@@ -205,6 +205,40 @@ def test_memory_maze_spaces_and_determinism(memory_maze_vec):
     assert os.environ["MUJOCO_GL"] in ("egl", "osmesa", "glfw")
 
 
+@needs_memory_maze
+def test_memory_maze_targets_are_touched_exactly_when_dm_control_says(memory_maze_vec):
+    """Our vectorised TargetSphere._update_activation (envs/memory_maze.py) against dm_control's loop, on the same
+    physics states: with no target touched, and with the ball put onto each target in turn."""
+    from envs import memory_maze as mm_module
+
+    env = memory_maze_vec.envs[0].unwrapped._dm_env
+    while hasattr(env, "env"):
+        env = env.env  # memory_maze's wrappers -> dm_control's composer Environment
+    physics, task = env.physics, env.task
+    targets = task._targets
+
+    def both(target):
+        results = []
+        for update in (mm_module._original_update_activation, mm_module._vectorised_update_activation):
+            target._activated = False
+            physics.bind(target.material).rgba[-1] = 1
+            update(target, physics)
+            results.append((target._activated, float(physics.bind(target.material).rgba[-1])))
+        target._activated = False
+        physics.bind(target.material).rgba[-1] = 1
+        return results
+
+    decisions = [both(target) for target in targets]  # at the start: no target touched
+    for target in targets:
+        x, y, _ = physics.bind(target.geom).xpos
+        task._walker.set_pose(physics, position=[x, y, 0.0])
+        physics.forward()  # recompute the contacts
+        decisions += [both(t) for t in targets]
+    assert all(original == ours for original, ours in decisions), decisions
+    assert sum(original[0] for original, _ in decisions) == len(targets)  # each target touched once, when the ball was on it
+    memory_maze_vec.reset(seed=4)  # leave the shared env as the other tests expect it
+
+
 @pytest.mark.parametrize("egl, osmesa, expected", [
     ((True, "NVIDIA H100/PCIe/SSE2"), (True, "llvmpipe"), "egl"),  # EGL on a GPU first
     ((True, "llvmpipe (LLVM 15.0.6, 256 bits)"), (True, "llvmpipe"), "osmesa"),  # no GPU: OSMesa
