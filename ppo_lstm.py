@@ -407,6 +407,7 @@ if __name__ == "__main__":
     run_name = os.path.basename(os.path.normpath(run_dir))
     # on resumption, TensorBoard hides what the run logged after its checkpoint (purge_step): no step is logged twice
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if checkpoint else None)
+    print(f"{run_name}: {args.num_envs} x {args.env_id} on {device}" + (f", resumed at step {global_step}" if checkpoint else ""), flush=True)
     if not checkpoint:
         writer.add_text(
             "hyperparameters",

@@ -23,6 +23,7 @@ others share the machine. Timings depend on the machine and its load: report the
 import csv
 import glob
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,7 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-COLUMNS = ["script", "compile", "threads", "parallel", "copy", "device", "num_envs", "total_timesteps", "extra",
+COLUMNS = ["script", "compile", "threads", "parallel", "copy", "device", "device_used", "num_envs", "total_timesteps", "extra",
            "first_update_s", "steady_sps", "script_sps", "wall_s", "updates"]
 
 
@@ -110,10 +111,13 @@ def measure(script, compiled, threads, parallel, args):
         if proc.returncode != 0:
             tail = open(os.path.join(workdir, "log.txt")).read()[-2000:]
             raise SystemExit(f"error: ppo_{script}.py failed (exit {proc.returncode}) in {workdir}:\n{tail}")
+        with open(os.path.join(workdir, "log.txt")) as f:  # the script's line "<run>: <n> x <env id> on <device>"
+            found = re.search(r": \d+ x \S+ on (\w+)", f.read())
+        device_used = found.group(1) if found else "?"
         (run_dir,) = glob.glob(os.path.join(workdir, "runs", "*"))
         walls, steps, sps = read_run(run_dir)
         steady = (steps[-1] - steps[1]) / (walls[-1] - walls[1]) if len(steps) >= 3 else float("nan")
-        rows.append(dict(script=script, compile=compiled, threads=threads, parallel=parallel, copy=copy, device=args.device,
+        rows.append(dict(script=script, compile=compiled, threads=threads, parallel=parallel, copy=copy, device=args.device, device_used=device_used,
                          num_envs=args.num_envs, total_timesteps=args.total_timesteps, extra=args.extra,
                          first_update_s=round(walls[0] - start, 1), steady_sps=round(steady, 1), script_sps=sps[-1],
                          wall_s=round(wall, 1), updates=len(steps)))

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# GPU smoke test: each script trains a few updates on CUDA on each environment family (eager and --compile),
+# fails if a run did not run on the GPU, and prints steps/s per script, env and mode (benchmarks/train_speed.py;
+# steady_sps = after the first update, i.e. after compilation). On a machine with one GPU, in the repository root:
+#     bash benchmarks/gpu_smoke.sh                 # every family (Memory Maze renders with EGL on the GPU)
+#     bash benchmarks/gpu_smoke.sh TMaze-v0        # one family
+# Writes benchmarks/results/gpu_smoke_<env id>.{csv,md}. A family whose package is not installed fails its line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU visible to torch')" || exit 1
+declare -A PLAN=(  # env id -> "num_envs num_steps extra arguments"
+  [TMaze-v0]="64 128"
+  [MysteryPath-Grid-v0]="32 128 --async-envs"
+  [Craftax-Classic-Symbolic-v1]="1024 64"
+  [MemoryMaze-9x9-v0]="8 128 --async-envs"
+)
+ENVS=("$@"); [ ${#ENVS[@]} -eq 0 ] && ENVS=(TMaze-v0 MysteryPath-Grid-v0 Craftax-Classic-Symbolic-v1 MemoryMaze-9x9-v0)
+status=0
+for env in "${ENVS[@]}"; do
+  read -r n k extra <<< "${PLAN[$env]:-16 128}"
+  out="benchmarks/results/gpu_smoke_${env}"
+  echo "== $env: $n envs x $k steps, 4 updates per run ${extra}"
+  MUJOCO_GL=${MUJOCO_GL:-egl} python benchmarks/train_speed.py --device cuda --env-id "$env" --num-envs "$n" \
+    --total-timesteps $((n * k * 4)) --extra "--num-steps $k $extra" --scripts agalite gtrxl lstm --compile both \
+    --timeout 900 --out "$out" || { echo "FAILED: $env"; status=1; continue; }
+  if grep -q ",cpu," "$out.csv"; then echo "FAILED: a run of $env did not use the GPU ($out.csv)"; status=1; fi
+done
+exit $status
