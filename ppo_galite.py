@@ -65,6 +65,9 @@ class Args:
     checkpoint_every: int = 0
     """write runs/<run>/checkpoint.pt (model, optimizer, step, random states, arguments) every N PPO iterations and at
     the end (0: never). The file is replaced atomically, so a run killed at any moment leaves its last checkpoint whole"""
+    stop_at_success: float = 0.0
+    """stop the run (a last checkpoint, then the end of training) once the mean success rate of the last 5 updates
+    reaches this value (0: never; for tasks that report success, e.g. a memory-length sweep run until solved)"""
     resume: Optional[str] = None
     """continue the run in this directory (runs/<run>) from its checkpoint.pt, with the run's own arguments: same
     TensorBoard log, steps and learning-rate schedule; the environments start fresh episodes, the memory a zero state"""
@@ -347,7 +350,7 @@ class Agent(nn.Module):
 
 
 # Options that may differ between a run and its resumption: they change where and how fast it runs, not what it computes.
-RUN_OPTIONS = ("resume", "checkpoint_every", "cuda", "threads", "compile", "cudagraphs", "async_envs", "capture_video", "save_model", "eval_episodes")
+RUN_OPTIONS = ("resume", "checkpoint_every", "cuda", "threads", "compile", "cudagraphs", "async_envs", "capture_video", "save_model", "eval_episodes", "stop_at_success")
 
 
 def save_checkpoint(path, agent, optimizer, iteration, global_step, args):
@@ -566,6 +569,7 @@ if __name__ == "__main__":
     next_done = torch.ones(args.num_envs, device=device)  # the first observation starts an episode
     next_state = agent.initial_state(args.num_envs, device)
 
+    success_history = []  # mean success rate of each update (for --stop-at-success)
     for iteration in range(start_iteration + 1, args.num_iterations + 1):
         initial_states = []  # memory state at the start of each training sequence (stored, as the paper does)
         episodic_returns, episodic_lengths, successes, achievements = [], [], [], []
@@ -620,6 +624,7 @@ if __name__ == "__main__":
             writer.add_scalar("charts/episodic_length", np.mean(episodic_lengths), global_step)
         if successes:
             writer.add_scalar("charts/success_rate", np.mean(successes), global_step)
+            success_history.append(np.mean(successes))
         if achievements:
             writer.add_scalar("charts/achievements", np.mean(achievements), global_step)
 
@@ -696,9 +701,13 @@ if __name__ == "__main__":
             recent = f"return {np.mean(episodic_returns):7.2f}" if episodic_returns else "return     n/a"
             recent += f" | success {np.mean(successes):.2f}" if successes else ""
             print(f"step {global_step:>9}/{args.num_iterations * args.batch_size} | {recent} | SPS {sps} | ETA {eta / 60:.1f} min", flush=True)
-        if args.checkpoint_every and (iteration % args.checkpoint_every == 0 or iteration == args.num_iterations):
+        solved = args.stop_at_success > 0 and len(success_history) >= 5 and np.mean(success_history[-5:]) >= args.stop_at_success
+        if args.checkpoint_every and (iteration % args.checkpoint_every == 0 or iteration == args.num_iterations or solved):
             writer.flush()  # the logged steps up to the checkpoint are on disk before it is
             save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), agent, optimizer, iteration, global_step, args)
+        if solved:
+            print(f"mean success of the last 5 updates {np.mean(success_history[-5:]):.3f} >= --stop-at-success {args.stop_at_success}: stopping at step {global_step}", flush=True)
+            break
 
     if args.save_model:
         model_path = os.path.join(run_dir, f"{args.exp_name}.cleanrl_model")

@@ -216,3 +216,15 @@ def test_the_slurm_path_runs_through_submitits_local_executor(tmp_path):
     assert read_checkpoint(os.path.join(tmp_path, marker["run_dir"], "checkpoint.pt"))["iteration"] == 2
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert "1 finished already, 0 to run" in again.stdout and again.returncode == 0
+
+
+def test_stop_at_success_ends_the_run_after_five_good_updates(tmp_path):
+    """On a 2-cell corridor a random policy already succeeds about half the time: with --stop-at-success 0.1 the
+    run stops after its 5th update (the first with 5 updates to average), with a last checkpoint."""
+    args = dict(TINY, total_timesteps=20 * NUM_ENVS * NUM_STEPS, checkpoint_every=100, stop_at_success=0.1)
+    result = subprocess.run(cli("ppo_lstm", **args), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "stopping at step 320" in result.stdout
+    (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
+    assert read_checkpoint(path)["iteration"] == 5
+    assert [step for step, _ in scalars(os.path.dirname(path), "charts/SPS")][-1] == 5 * NUM_ENVS * NUM_STEPS
