@@ -44,7 +44,8 @@ class Args:
     """with --compile on a GPU: replay CUDA graphs (torch.compile's reduce-overhead mode), not just fused kernels"""
     async_envs: bool = False
     """step the environments in worker processes (gymnasium's AsyncVectorEnv) instead of one after the other in this
-    one: pays for envs that step in Python and are slow (Memory Gym, Memory Maze) when cores are free; not for T-Maze"""
+    one: pays for slow environments (Memory Maze: 1.8x with 8 envs on 2 cores); T-Maze and Memory Gym step faster
+    than the processes exchange data (2-core machine: 0.3x and 0.6-0.7x; README, Environments)"""
     capture_video: bool = False
     """whether to record videos of the evaluation episodes (image environments only; needs --save-model)"""
     save_model: bool = False

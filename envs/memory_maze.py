@@ -13,8 +13,8 @@ Rendering is MuJoCo offscreen OpenGL. `MUJOCO_GL` chooses the backend (egl, osme
 otherwise this module picks EGL if it renders on a GPU, else OSMesa (Mesa's software renderer, Debian
 package libosmesa6), else EGL in software (Mesa's llvmpipe via libegl1 libegl-mesa0 libgl1-mesa-dri),
 probed once per process in a subprocess (a failed OpenGL start cannot be undone inside this one). If none
-works, the error names the packages to install. Without a GPU expect about 20-40 env steps/s per process
-(software rendering): Memory Maze training is GPU work; on CPU keep it to smoke tests.
+works, the error names the packages to install. Without a GPU expect about 100 env steps/s per process
+(software rendering; 2-core machine, after the target-check fix below): Memory Maze training is GPU work.
 """
 
 import contextlib
