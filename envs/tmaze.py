@@ -93,12 +93,16 @@ class TMazeEnv(gym.Env):
             info["success"] = False
         return self._obs(first=False), reward, terminated, truncated, info
 
+    @property
+    def n_cells(self):
+        return self.corridor_length  # positions 0 .. L - 1, the junction at L - 1
+
     def render(self):
         """A 3-row picture of the maze for videos: corridor in the middle row, the two arms at the junction
         (the rewarded one green), the agent red; 8 pixels a cell."""
         if self.render_mode != "rgb_array":
             return None
-        cells = np.zeros((3, self.corridor_length, 3), np.uint8)
+        cells = np.zeros((3, self.n_cells, 3), np.uint8)
         cells[1, :] = 200  # corridor
         goal_row, wrong_row = (0, 2) if self.goal_up else (2, 0)
         cells[goal_row, -1], cells[wrong_row, -1] = (0, 200, 0), (120, 120, 120)
@@ -142,13 +146,6 @@ class TMazePassiveEnv(TMazeEnv):
             info["success"] = False
         return self._obs(first=False), reward, terminated, False, info
 
-    def render(self):
-        """As TMaze-v0's picture, with the junction one cell further (position L)."""
-        if self.render_mode != "rgb_array":
-            return None
-        cells = np.zeros((3, self.corridor_length + 1, 3), np.uint8)
-        cells[1, :] = 200
-        goal_row, wrong_row = (0, 2) if self.goal_up else (2, 0)
-        cells[goal_row, -1], cells[wrong_row, -1] = (0, 200, 0), (120, 120, 120)
-        cells[1, self.position] = (220, 0, 0)
-        return np.kron(cells, np.ones((8, 8, 1), np.uint8))
+    @property
+    def n_cells(self):
+        return self.corridor_length + 1  # positions 0 .. L, the junction at L

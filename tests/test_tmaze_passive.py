@@ -96,3 +96,13 @@ def test_registered_and_runs_in_the_vector_env():
     assert ends and all(length == 4 and success is False for length, success in ends)  # never decided: out of time
     with pytest.raises(ValueError, match="corridor_length must be >= 1"):
         make(corridor_length=0)
+
+
+def test_render_shows_the_junction_at_position_l():
+    env = make(corridor_length=5, render_mode="rgb_array")
+    env.reset(seed=0)
+    for _ in range(5):
+        env.step(RIGHT)
+    frame = env.render()
+    assert frame.shape == (24, 8 * 6, 3)  # 3 rows, positions 0 .. 5, 8 pixels a cell
+    assert tuple(frame[12, -4]) == (220, 0, 0)  # the agent, red, at the junction (the last column)
