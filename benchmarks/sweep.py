@@ -232,6 +232,18 @@ def job(run, python_cmd, workdir, env):
     return marker
 
 
+def slurm_parameters(args):
+    """submitit.SlurmExecutor parameters (sbatch options) from the --slurm-* options."""
+    extra = dict(item.split("=", 1) for item in args.slurm_extra)
+    params = dict(time=args.slurm_time_min, cpus_per_task=args.slurm_cpus, mem=f"{args.slurm_mem_gb}G",
+                  array_parallelism=args.jobs, job_name=args.tag, additional_parameters=extra)
+    if args.slurm_partition:
+        params["partition"] = args.slurm_partition
+    if args.slurm_gpus:
+        params["gpus_per_node"] = args.slurm_gpus
+    return params
+
+
 def submit(args, todo, env):
     """Submits the runs through submitit (SLURM job array, or submitit's local executor); returns the jobs."""
     try:
@@ -243,14 +255,7 @@ def submit(args, todo, env):
     folder = os.path.join(args.log_dir, "submitit", "%j")
     if args.launcher == "slurm":
         executor = submitit.SlurmExecutor(folder=folder)
-        extra = dict(item.split("=", 1) for item in args.slurm_extra)
-        params = dict(time=args.slurm_time_min, cpus_per_task=args.slurm_cpus, mem=f"{args.slurm_mem_gb}G",
-                      array_parallelism=args.jobs, job_name=args.tag, additional_parameters=extra)
-        if args.slurm_partition:
-            params["partition"] = args.slurm_partition
-        if args.slurm_gpus:
-            params["gpus_per_node"] = args.slurm_gpus
-        executor.update_parameters(**params)
+        executor.update_parameters(**slurm_parameters(args))
         env = dict(env, OMP_NUM_THREADS=str(args.slurm_cpus))
     else:
         executor = submitit.LocalExecutor(folder=folder)

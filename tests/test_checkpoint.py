@@ -228,3 +228,18 @@ def test_stop_at_success_ends_the_run_after_five_good_updates(tmp_path):
     (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
     assert read_checkpoint(path)["iteration"] == 5
     assert [step for step, _ in scalars(os.path.dirname(path), "charts/SPS")][-1] == 5 * NUM_ENVS * NUM_STEPS
+
+
+def test_slurm_options_become_the_sbatch_options():
+    pytest.importorskip("submitit")
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from conftest import load
+
+    sweep_tool = load("benchmarks/sweep.py", "sweep_tool_slurm")
+    args = sweep_tool.Args(launcher="slurm", jobs=16, tag="tmaze", slurm_partition="gpu", slurm_time_min=720, slurm_cpus=2,
+                           slurm_gpus=1, slurm_mem_gb=16, slurm_extra=["account=proj"])
+    script = _make_sbatch_string(command="python job", folder="/tmp/sweep_test/%j", map_count=40, **sweep_tool.slurm_parameters(args))
+    for line in ["--array=0-39%16", "--partition=gpu", "--time=720", "--cpus-per-task=2", "--gpus-per-node=1", "--mem=16G",
+                 "--job-name=tmaze", "--account=proj"]:
+        assert f"#SBATCH {line}\n" in script, (line, script)
