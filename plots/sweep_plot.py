@@ -37,7 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tb_runs  # noqa: E402  (plots/tb_runs.py, next to this file)
 
 METRICS = {"success": ("charts/success_rate", "final_success", "final success rate"),
-           "return": ("charts/episodic_return", "final_return", "final episodic return")}
+           "return": ("charts/episodic_return", "final_return", "final episodic return"),
+           "solved_at": ("charts/success_rate", "solved_at", "steps to solve")}
 
 
 @dataclass
@@ -48,8 +49,14 @@ class Args:
     """read this sweep summary CSV (benchmarks/sweep.py) instead of the event files"""
     x_key: str = "corridor_length"
     """the swept value: an env kwarg (or hyperparameter) of the runs, or a column of the CSV"""
-    metric: Literal["success", "return"] = "success"
-    """final success rate (charts/success_rate) or final episodic return (charts/episodic_return)"""
+    metric: Literal["success", "return", "solved_at"] = "success"
+    """final success rate (charts/success_rate), final episodic return (charts/episodic_return), or the steps to
+    solve: the first step where the mean success of --solved-window logged points reaches --solved-threshold
+    (runs never solved are left out and counted in the printout)"""
+    solved_threshold: float = 0.95
+    """--metric solved_at: the mean success that counts as solved (event files; the CSV has the sweep's own)"""
+    solved_window: int = 5
+    """--metric solved_at: over this many consecutive logged points (one per update)"""
     final_frac: float = 0.1
     """final value of a run = mean of this last fraction of its logged points (event files only)"""
     filter: List[str] = field(default_factory=list)
@@ -86,7 +93,7 @@ def points_from_runs(args):
     """[(line, x, seed, final value)] from the event files."""
     tag = METRICS[args.metric][0]
     runs = tb_runs.load_runs(args.runs_dir, tb_runs.parse_filters(args.filter))
-    points, no_x, no_tag = [], [], []
+    points, no_x, no_tag, unsolved = [], [], [], []
     for run in runs:
         x = tb_runs.run_field(run, args.x_key)
         if x is None:
@@ -97,12 +104,20 @@ def points_from_runs(args):
             continue
         others = {k: v for k, v in run["env_kwargs"].items() if k != args.x_key}
         env = run["env_id"] + (f" {json.dumps(others, sort_keys=True)}" if others else "")
-        value = tb_runs.final_value(run["scalars"][tag][1], args.final_frac)
+        if args.metric == "solved_at":
+            value = tb_runs.first_solved_step(*run["scalars"][tag], args.solved_threshold, args.solved_window)
+            if value is None:
+                unsolved.append(run["dir"])
+                continue
+        else:
+            value = tb_runs.final_value(run["scalars"][tag][1], args.final_frac)
         points.append(((env, line_name(run["exp_name"], args.strip_prefixes)), as_number(x, run["dir"]), run["seed"], value))
     if no_x:
         print(f"note: {len(no_x)} run(s) have no {args.x_key!r} in env_kwargs or hyperparameters; left out: {no_x}")
     if no_tag:
         print(f"note: {len(no_tag)} run(s) logged no {tag!r}; left out: {no_tag}")
+    if unsolved:
+        print(f"note: {len(unsolved)} run(s) never solved the task; left out: {unsolved}")
     if not points:
         raise ValueError(f"no run under {args.runs_dir!r} has both {args.x_key!r} and {tag!r}")
     return points
@@ -127,7 +142,7 @@ def points_from_csv(args):
     rows = [r for r in rows if all(r[k] in allowed for k, allowed in filters.items())]
     points = [(("", r["script"]), as_number(r[args.x_key], args.csv), r["seed"], as_number(r[column], args.csv)) for r in rows if r[column] not in ("", "nan")]
     if len(points) < len(rows):
-        print(f"note: {len(rows) - len(points)} row(s) have no {column}; left out")
+        print(f"note: {len(rows) - len(points)} row(s) have no {column}" + (" (never solved)" if column == "solved_at" else "") + "; left out")
     if not points:
         raise ValueError(f"no row of {args.csv!r} (after the filters) has a value in {column!r}")
     return points

@@ -193,6 +193,18 @@ def test_sweep_plot_from_events(runs_dir, tmp_path):
     assert sweep_plot.line_name("sweep_gtrxl_L120", ["ppo_", "sweep_"]) == "gtrxl"
 
 
+def test_sweep_plot_steps_to_solve(runs_dir, tmp_path, capsys):
+    """Success ramps up to its plateau by point 10: with threshold 0.85 over 5 points, the agalite runs (plateau 0.9
+    and 0.95) are solved at points 14 and 13; the lstm runs (plateau 0.3-0.55) never, and are left out."""
+    args = sweep_plot.Args(runs_dir=runs_dir, metric="solved_at", solved_threshold=0.85, out=str(tmp_path / "solved"))
+    points = sweep_plot.points_from_runs(args)
+    solved = sorted((line, x, value) for (_, line), x, _, value in points)
+    assert solved == [("agalite", 10.0, 13 * STEP), ("agalite", 10.0, 14 * STEP), ("agalite", 60.0, 13 * STEP), ("agalite", 60.0, 14 * STEP)]
+    assert "4 run(s) never solved the task" in capsys.readouterr().out
+    sweep_plot.main(args)
+    assert_figure_files(str(tmp_path / "solved"))
+
+
 def test_sweep_plot_from_csv(tmp_path, capsys):
     path = tmp_path / "summary.csv"
     with open(path, "w", newline="") as f:
