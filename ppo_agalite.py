@@ -377,7 +377,8 @@ class AGaLiTeAttention(nn.Module):
         # one linear map gives, per head, k, q, v, beta, gamma (each d) and p1, p2, p3 (each eta); initialised as the
         # release's two layers: k, q, v, beta, gamma of all heads one orthogonal matrix, p1, p2, p3 another (one
         # orthogonal matrix over all rows would start the p rows about 3x smaller, as they are few)
-        self.proj = layer_init(nn.Linear(d_model, n_heads * (5 * d_head + 3 * eta)))
+        self.proj = nn.Linear(d_model, n_heads * (5 * d_head + 3 * eta))
+        nn.init.zeros_(self.proj.bias)
         per_head = self.proj.weight.detach().view(n_heads, 5 * d_head + 3 * eta, d_model)
         for part in (per_head[:, : 5 * d_head], per_head[:, 5 * d_head :]):
             part.copy_(nn.init.orthogonal_(torch.empty(part.shape[0] * part.shape[1], d_model), np.sqrt(2)).view(part.shape))
