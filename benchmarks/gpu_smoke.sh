@@ -4,6 +4,7 @@
 # steady_sps = after the first update, i.e. after compilation). On a machine with one GPU, in the repository root:
 #     bash benchmarks/gpu_smoke.sh                 # every family (Memory Maze renders with EGL on the GPU)
 #     bash benchmarks/gpu_smoke.sh TMaze-v0        # one family
+#     COMPILE=off bash benchmarks/gpu_smoke.sh     # eager only (minutes; the default, both, adds compiled runs)
 # Writes benchmarks/results/gpu_smoke_<env id>.{csv,md}. A family whose package is not installed fails its line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ for env in "${ENVS[@]}"; do
   out="benchmarks/results/gpu_smoke_${env}"
   echo "== $env: $n envs x $k steps, 4 updates per run ${extra}"
   MUJOCO_GL=${MUJOCO_GL:-egl} python benchmarks/train_speed.py --device cuda --env-id "$env" --num-envs "$n" \
-    --total-timesteps $((n * k * 4)) --extra "--num-steps $k $extra" --scripts agalite gtrxl lstm --compile both \
+    --total-timesteps $((n * k * 4)) --extra "--num-steps $k $extra" --scripts agalite gtrxl lstm --compile "${COMPILE:-both}" \
     --timeout 900 --out "$out" || { echo "FAILED: $env"; status=1; continue; }
   if grep -q ",cpu," "$out.csv"; then echo "FAILED: a run of $env did not use the GPU ($out.csv)"; status=1; fi
 done
