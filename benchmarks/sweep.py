@@ -120,14 +120,22 @@ class Args:
 
 
 def parse_grid(grid):
-    """["env.corridor_length=10,60", "memory_len=64"] -> [(key, [values])], values parsed as JSON where they can be."""
+    """["env.corridor_length=10,60", "memory_len=64"] -> [(key, [values])], values parsed by parse_value."""
     parsed = []
     for entry in grid:
         key, sep, values = entry.partition("=")
         if not sep or not key or not values:
             raise ValueError(f"--grid entries are KEY=V1,V2,..., got {entry!r}")
-        parsed.append((key, [json.loads(v) if v.strip().lstrip("-").replace(".", "", 1).isdigit() else v for v in values.split(",")]))
+        parsed.append((key, [parse_value(v) for v in values.split(",")]))
     return parsed
+
+
+def parse_value(text):
+    """A grid value: a JSON number, true/false or null as such (env.carried=true), anything else as a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def column(key):

@@ -21,6 +21,13 @@ the episode with +1 for the cued turn and 0 for the other. An agent that wasted 
 after L + 1 steps: the episode ends there with success False, reported as terminated (the horizon is part of the
 task, not a time limit). The optimal return is 1.0. The position code has max(8, ceil(log2(L + 1))) bits, so
 that positions 0 .. L stay distinct for L > 255 (observation size 2 + bits + n_distractors).
+
+`carried=True`: the corridor moves the agent one cell right on each of the first L steps whatever it does (reward
+0), and only the action at the junction counts (up or down as above; left or right: out of time, -1/L, success
+False). Why: PPO on the walking version learns to walk from the -1/L signal long before it has turned at the
+junction, its policy becomes deterministic ("right" everywhere, the junction included), and it never samples a turn
+again: it ends every episode at the junction with return -1/L and success 0 (README, passive T-Maze). Carried,
+nothing but the turn is learned, so success measures the memory alone: 0.5 without it, 1.0 with it.
 """
 import math
 
@@ -113,7 +120,7 @@ class TMazeEnv(gym.Env):
 class TMazePassiveEnv(TMazeEnv):
     """The passive T-Maze (module docstring): junction at position L, a fixed horizon of L + 1 steps."""
 
-    def __init__(self, corridor_length: int = 100, n_distractors: int = 6, render_mode=None):
+    def __init__(self, corridor_length: int = 100, n_distractors: int = 6, carried: bool = False, render_mode=None):
         if corridor_length < 1:
             raise ValueError(f"TMazePassive-v0: corridor_length must be >= 1, got {corridor_length}.")
         if n_distractors < 0:
@@ -122,6 +129,7 @@ class TMazePassiveEnv(TMazeEnv):
         self.n_distractors = n_distractors
         self.max_episode_steps = corridor_length + 1  # the task's horizon, not a time limit
         self.position_bits = max(POSITION_BITS, math.ceil(math.log2(corridor_length + 1)))
+        self.carried = carried
         self.observation_space = gym.spaces.Box(0.0, 1.0, (2 + self.position_bits + n_distractors,), np.float32)
         self.action_space = gym.spaces.Discrete(4)
         self.render_mode = render_mode
@@ -130,6 +138,9 @@ class TMazePassiveEnv(TMazeEnv):
         action = int(action)
         self.t += 1
         L = self.corridor_length
+        if self.carried and self.position < L:  # the corridor moves the agent: no action counts before the junction
+            self.position += 1
+            return self._obs(first=False), 0.0, False, False, {}
         reward, terminated, info = -1.0 / L, False, {}
         if self.position == L and action in (UP, DOWN):  # the decision
             terminated = True

@@ -243,3 +243,11 @@ def test_slurm_options_become_the_sbatch_options():
     for line in ["--array=0-39%16", "--partition=gpu", "--time=720", "--cpus-per-task=2", "--gpus-per-node=1", "--mem=16G",
                  "--job-name=tmaze", "--account=proj"]:
         assert f"#SBATCH {line}\n" in script, (line, script)
+
+
+def test_sweep_grid_values_are_json_where_they_can_be():
+    from conftest import load
+
+    sweep_tool = load("benchmarks/sweep.py", "sweep_tool_grid")
+    assert sweep_tool.parse_grid(["env.corridor_length=50,800", "env.carried=true,false", "ent_coef=1e-3", "x=abc"]) == [
+        ("env.corridor_length", [50, 800]), ("env.carried", [True, False]), ("ent_coef", [0.001]), ("x", ["abc"])]

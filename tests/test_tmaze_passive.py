@@ -106,3 +106,24 @@ def test_render_shows_the_junction_at_position_l():
     frame = env.render()
     assert frame.shape == (24, 8 * 6, 3)  # 3 rows, positions 0 .. 5, 8 pixels a cell
     assert tuple(frame[12, -4]) == (220, 0, 0)  # the agent, red, at the junction (the last column)
+
+
+def test_carried_corridor_moves_the_agent_and_only_the_junction_action_counts():
+    L = 7
+    env = make(corridor_length=L, carried=True)
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        turn = cued_turn(obs)
+        for t in range(L):  # any action: one cell right, no penalty
+            obs, reward, terminated, truncated, info = env.step([UP, DOWN, LEFT, RIGHT][(t + seed) % 4])
+            assert reward == 0.0 and not terminated and not truncated and info == {}
+            np.testing.assert_array_equal(obs[2:10], gray_code(t + 1))
+            assert obs[:2].sum() == 0.0
+        obs, reward, terminated, truncated, info = env.step(turn)  # step L + 1: the decision
+        assert terminated and not truncated and info["success"] and reward == 1.0
+    for action in (LEFT, RIGHT):  # at the junction, not turning is out of time: success False
+        env.reset(seed=0)
+        for _ in range(L):
+            env.step(RIGHT)
+        _, reward, terminated, _, info = env.step(action)
+        assert terminated and info["success"] is False and reward == pytest.approx(-1 / L)
