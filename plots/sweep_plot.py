@@ -63,6 +63,8 @@ class Args:
     """key=value filters, all after one --filter, e.g. --filter env_id=TMaze-v0 seed=1 seed=2 (CSV: column=value)"""
     strip_prefixes: List[str] = field(default_factory=lambda: ["ppo_", "sweep_"])
     """prefixes removed from exp_names to name the lines (event files only)"""
+    strip_suffixes: List[str] = field(default_factory=list)
+    """suffixes removed from exp_names (after their _L<n>) to name the lines, e.g. _carriedTrue (event files only)"""
     ci: Literal["bootstrap", "t"] = "bootstrap"
     """confidence interval of the mean over seeds: percentile bootstrap or Student t (both 95%)"""
     n_boot: int = 2000
@@ -73,12 +75,17 @@ class Args:
     """output path without extension: <out>.png and <out>.pdf are written"""
 
 
-def line_name(exp_name, prefixes):
-    """sweep_agalite_L60 -> agalite, ppo_lstm -> lstm (with the default prefixes)."""
-    name = re.sub(r"_L\d+$", "", exp_name)
+def line_name(exp_name, prefixes, suffixes=()):
+    """sweep_agalite_L60 -> agalite, ppo_lstm -> lstm (with the default prefixes); the corridor-length token _L<n>
+    goes wherever it is (passive_agalite_L50_carriedTrue -> agalite_carriedTrue, or agalite with suffix
+    _carriedTrue)."""
+    name = re.sub(r"_L\d+(?=_|$)", "", exp_name)
     for prefix in prefixes:
         if name.startswith(prefix) and len(name) > len(prefix):
             name = name[len(prefix):]
+    for suffix in suffixes:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
     return name
 
 
@@ -111,7 +118,7 @@ def points_from_runs(args):
                 continue
         else:
             value = tb_runs.final_value(run["scalars"][tag][1], args.final_frac)
-        points.append(((env, line_name(run["exp_name"], args.strip_prefixes)), as_number(x, run["dir"]), run["seed"], value))
+        points.append(((env, line_name(run["exp_name"], args.strip_prefixes, args.strip_suffixes)), as_number(x, run["dir"]), run["seed"], value))
     if no_x:
         print(f"note: {len(no_x)} run(s) have no {args.x_key!r} in env_kwargs or hyperparameters; left out: {no_x}")
     if no_tag:

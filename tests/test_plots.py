@@ -191,6 +191,9 @@ def test_sweep_plot_from_events(runs_dir, tmp_path):
     with pytest.raises(ValueError, match="has both"):
         sweep_plot.main(sweep_plot.Args(runs_dir=runs_dir, x_key="n_distractors", out=str(tmp_path / "x")))
     assert sweep_plot.line_name("sweep_gtrxl_L120", ["ppo_", "sweep_"]) == "gtrxl"
+    assert sweep_plot.line_name("passive_lstm_L50_carriedTrue", ["passive_"]) == "lstm_carriedTrue"
+    assert sweep_plot.line_name("passive_lstm_L50_carriedTrue", ["passive_"], ["_carriedTrue"]) == "lstm"
+    assert sweep_plot.line_name("sweep_gtrxl_L12_memory_len64", ["sweep_"]) == "gtrxl_memory_len64"
 
 
 def test_sweep_plot_steps_to_solve(runs_dir, tmp_path, capsys):
