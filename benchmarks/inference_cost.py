@@ -155,6 +155,10 @@ class Args:
     """measure the training forward + backward memory and time"""
     train_rounds: int = 10
     """timed rounds of the training forward + backward (after two warm-up calls)"""
+    train_T: int = 0
+    """steps per training sequence (0: 128; --quick: 8), e.g. 801 for whole passive T-Maze episodes at L = 800"""
+    train_B: int = 0
+    """sequences per training minibatch (0: 8; --quick: 2)"""
     profile: bool = False
     """also profile AGaLiTe's acting step (torch.profiler) at batch 1 and 16, print the tables, write {out}_profile.txt"""
     only_profile: bool = False
@@ -571,6 +575,10 @@ def run(args: Args):
     plan = QUICK if args.quick else FULL
     if args.batch_sizes:
         plan = dict(plan, batch_sizes=tuple(args.batch_sizes))
+    if args.train_T:
+        plan = dict(plan, train_T=args.train_T)
+    if args.train_B:
+        plan = dict(plan, train_B=args.train_B)
     if args.quick:
         args = dataclasses.replace(args, repeats=min(args.repeats, 5), min_repeats=min(args.min_repeats, 3), max_seconds=min(args.max_seconds, 0.2))
         args = dataclasses.replace(args, threads=args.threads or 1)
