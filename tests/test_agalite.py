@@ -81,7 +81,7 @@ def key_readout_inputs(T, seed, eta=3, d=4, J=3, N=(2, 2)):
     return [f.requires_grad_() for f in factors], keep, c, h0.requires_grad_()
 
 
-@pytest.mark.parametrize("T, block", [(1, 32), (7, 3), (9, 3), (12, 32)])
+@pytest.mark.parametrize("T, block", [(1, 32), (7, 3), (9, 3), (12, 32), (17, 8)])
 def test_key_readout_equals_autograd_through_the_recurrence(T, block):
     """Outputs and every gradient, with blocks that split the chunk (evenly, unevenly, not at all), episode
     starts inside, a carried-in state, and gradients reaching it through both outputs."""
