@@ -136,6 +136,10 @@ class Args:
     """number of cosine oscillators approximating the outer-product state (the paper's r)"""
     gru_bias: float = 2.0
     """initial bias b_g of the GRU gates (2: each block starts close to the identity map)"""
+    gate_bias: float = 0.0
+    """initial bias of the forget gates' pre-activations beta, gamma and p3 (0: the release). Negative values start
+    the gates nearly closed: a state forgets slowly at initialisation and the gradient reaches far back (-3 lets
+    it reach 800 steps; see the passive T-Maze in the README)"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -374,7 +378,7 @@ class AGaLiTeAttention(nn.Module):
     tilde_k (r, eta*d), tilde_v (r, d), s (eta*d): r*d + r*eta*d + eta*d floats, whatever the context length.
     """
 
-    def __init__(self, d_model, n_heads, d_head, eta, r, eps=1e-5):
+    def __init__(self, d_model, n_heads, d_head, eta, r, gate_bias=0.0, eps=1e-5):
         super().__init__()
         self.n_heads, self.d_head, self.eta, self.r, self.eps = n_heads, d_head, eta, r, eps
         # one linear map gives, per head, k, q, v, beta, gamma (each d) and p1, p2, p3 (each eta); initialised as the
@@ -382,6 +386,9 @@ class AGaLiTeAttention(nn.Module):
         # orthogonal matrix over all rows would start the p rows about 3x smaller, as they are few)
         self.proj = nn.Linear(d_model, n_heads * (5 * d_head + 3 * eta))
         nn.init.zeros_(self.proj.bias)
+        bias = self.proj.bias.detach().view(n_heads, 5 * d_head + 3 * eta)
+        bias[:, 3 * d_head : 5 * d_head] = gate_bias  # beta, gamma
+        bias[:, 5 * d_head + 2 * eta :] = gate_bias  # p3
         per_head = self.proj.weight.detach().view(n_heads, 5 * d_head + 3 * eta, d_model)
         for part in (per_head[:, : 5 * d_head], per_head[:, 5 * d_head :]):
             part.copy_(nn.init.orthogonal_(torch.empty(part.shape[0] * part.shape[1], d_model), np.sqrt(2)).view(part.shape))
@@ -455,7 +462,7 @@ class AGaLiTeBlock(nn.Module):
     def __init__(self, args):
         super().__init__()
         self.ln1 = nn.LayerNorm(args.d_model)
-        self.attention = AGaLiTeAttention(args.d_model, args.n_heads, args.d_head, args.eta, args.r)
+        self.attention = AGaLiTeAttention(args.d_model, args.n_heads, args.d_head, args.eta, args.r, args.gate_bias)
         self.gate1 = GRUGate(args.d_model, args.gru_bias)
         self.ln2 = nn.LayerNorm(args.d_model)
         self.ffc = nn.Sequential(

@@ -1,0 +1,145 @@
+"""How far back does each memory reach, before and after training? A diagnostic for the passive T-Maze sweep.
+
+In TMazePassive-v0 (carried) the only decision is at the junction, L steps after the cue. A policy gradient can
+teach the memory to keep the cue only if the junction's action probabilities depend on the cue in the first
+place. This measures that dependence for whole episodes evaluated as one training sequence (T = L + 1, as the
+sweep trains them), in float64, averaged over episodes and initialisations:
+
+- `cue_effect`: |d(up) - d(down)|, where d = logit(UP) - logit(DOWN) at the junction, for the same episode with
+  the cue flipped (every other observation equal): how much the decision moves with the cue, in logits.
+- `grad_cue`: the norm of the gradient of d with respect to the first observation (the cue), and `grad_here`:
+  with respect to the junction's own observation; `ratio` = grad_cue / grad_here: how much of the gradient
+  that trains the decision reaches back to the cue (GTrXL-128's 4 layers cannot reach further than 4 x 128
+  steps: 0 exactly beyond).
+
+    python benchmarks/memory_reach.py --lengths 50 100 200 400 800
+    python benchmarks/memory_reach.py --scripts agalite --set gate_bias=-3 --lengths 100 400 800
+    python benchmarks/memory_reach.py --scripts agalite --lengths 50 --run-dir runs/<a passive run>  # trained
+"""
+
+import importlib.util
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import envs  # noqa: E402,F401  (registers TMazePassive-v0)
+
+UP, DOWN = 2, 3  # envs/tmaze.py's decision actions
+
+
+@dataclass
+class Args:
+    scripts: list = field(default_factory=lambda: ["agalite", "gtrxl", "lstm"])
+    """which ppo_<name>.py models, at their default sizes"""
+    lengths: list = field(default_factory=lambda: [50, 100, 200, 400, 800])
+    """corridor lengths L (the cue is held for L steps)"""
+    inits: int = 4
+    """random initialisations per model (seeds 0 .. inits - 1); ignored with --run-dir"""
+    episodes: int = 8
+    """episodes per initialisation (each also with its cue flipped)"""
+    set: list = field(default_factory=list)
+    """model options KEY=VALUE for the fresh initialisations (e.g. gate_bias=-3), as the script's --key value"""
+    run_dir: str = ""
+    """measure the model in this run's checkpoint.pt instead of fresh initialisations (one script, its L)"""
+    threads: int = 1
+    """torch.set_num_threads"""
+
+
+def load_script(name):
+    """The module of ppo_<name>.py (imported once: AGaLiTe's custom operators may be registered only once)."""
+    module_name = f"ppo_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, os.path.join(ROOT, f"{module_name}.py"))
+        sys.modules[module_name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[module_name])
+    return sys.modules[module_name]
+
+
+def model_args(module, settings):
+    """module.Args() with KEY=VALUE settings (values read as JSON where they parse, else as strings)."""
+    args = module.Args()
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        if key not in module.Args.__dataclass_fields__:
+            raise SystemExit(f"error: --set {setting}: {module.__name__}.py has no option {key}")
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+        setattr(args, key, value)
+    return args
+
+
+def episodes(L, n, seed):
+    """n carried passive episodes walked to the junction, as (L + 1, n, obs_dim) float64, cue up in every one,
+    and the same with the cue flipped (only the first observation's two cue bits differ)."""
+    env = gym.make("TMazePassive-v0", corridor_length=L, carried=True).unwrapped
+    obs = []
+    for i in range(n):
+        first, _ = env.reset(seed=seed * 1000 + i)
+        first[:2] = [0.0, 1.0]  # cue "up" (envs/tmaze.py: up = [0, 1], down = [1, 0])
+        steps = [first] + [env.step(0)[0] for _ in range(L)]  # carried: any action walks on
+        obs.append(np.stack(steps))
+    up = torch.as_tensor(np.stack(obs, axis=1), dtype=torch.float64)
+    down = up.clone()
+    down[0, :, :2] = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    return up, down
+
+
+def decision(agent, x):
+    """d = logit(UP) - logit(DOWN) at the last step of x (T, B, obs_dim), one sequence from a fresh state."""
+    T, B = x.shape[:2]
+    done = torch.zeros(T, B, dtype=x.dtype)
+    done[0] = 1.0
+    hidden, _ = agent.memory(x, agent.initial_state(B, "cpu"), done)
+    logits = agent.actor(hidden[-1])
+    return logits[:, UP] - logits[:, DOWN]  # (B,)
+
+
+def measure(agent, L, n, seed):
+    up, down = episodes(L, n, seed)
+    with torch.no_grad():
+        cue_effect = (decision(agent, up) - decision(agent, down)).abs().mean().item()
+    x = up.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(decision(agent, x).sum(), x)  # each episode's d depends on its own inputs only
+    grad_cue, grad_here = grad[0].norm(dim=-1).mean().item(), grad[-1].norm(dim=-1).mean().item()
+    return cue_effect, grad_cue, grad_here
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    torch.set_num_threads(args.threads)
+    print("| model | L | source | cue_effect (logits) | grad_cue | grad_here | ratio |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for name in args.scripts:
+        module = load_script(name)
+        for L in args.lengths:
+            env = gym.make("TMazePassive-v0", corridor_length=L, carried=True)
+            rows = []
+            if args.run_dir:
+                checkpoint = torch.load(os.path.join(args.run_dir, "checkpoint.pt"), map_location="cpu", weights_only=False)
+                if checkpoint["script"] != f"ppo_{name}.py":
+                    raise SystemExit(f"error: {args.run_dir} was written by {checkpoint['script']}, not ppo_{name}.py")
+                run_args = module.Args(**{k: v for k, v in checkpoint["args"].items() if k in module.Args.__dataclass_fields__})
+                agent = module.Agent(env.observation_space, env.action_space, run_args)
+                agent.load_state_dict(checkpoint["model"])
+                sources = [(agent.double(), f"step {checkpoint['global_step']}", 0)]
+            else:
+                sources = []
+                for seed in range(args.inits):
+                    torch.manual_seed(seed)
+                    agent = module.Agent(env.observation_space, env.action_space, model_args(module, args.set))
+                    sources.append((agent.double(), "init", seed))
+            for agent, source, seed in sources:
+                rows.append(measure(agent, L, args.episodes, seed))
+            cue_effect, grad_cue, grad_here = np.mean(rows, axis=0)
+            label = sources[0][1] if args.run_dir else f"init x {args.inits}" + "".join(f", {s}" for s in args.set)
+            print(f"| {name} | {L} | {label} | {cue_effect:.3g} | {grad_cue:.3g} | {grad_here:.3g} | {grad_cue / grad_here:.3g} |", flush=True)

@@ -1,0 +1,51 @@
+"""benchmarks/memory_reach.py: the cue's effect on the junction decision, and how far back gradients reach."""
+
+import gymnasium as gym
+import torch
+
+from conftest import load
+from ppo_agalite import Agent as AGaLiTeAgent, Args as AGaLiTeArgs
+from ppo_gtrxl import Agent as GTrXLAgent, Args as GTrXLArgs
+
+memory_reach = load("benchmarks/memory_reach.py", "memory_reach")
+
+
+def spaces(L):
+    env = gym.make("TMazePassive-v0", corridor_length=L, carried=True)
+    return env.observation_space, env.action_space
+
+
+def test_episodes_differ_only_in_the_cue():
+    up, down = memory_reach.episodes(L=6, n=3, seed=0)
+    assert up.shape == (7, 3, spaces(6)[0].shape[0])
+    assert torch.equal(up[1:], down[1:]) and torch.equal(up[0, :, 2:], down[0, :, 2:])
+    assert (up[0, :, :2] == torch.tensor([0.0, 1.0], dtype=up.dtype)).all()
+    assert (down[0, :, :2] == torch.tensor([1.0, 0.0], dtype=up.dtype)).all()
+
+
+def test_gtrxl_reaches_exactly_layers_times_memory_steps_back():
+    """2 layers x memory 3: the junction sees the cue 6 steps back, and nothing of it 7 steps back."""
+    args = GTrXLArgs(n_layers=2, memory_len=3, d_model=16, n_heads=2, d_head=8, d_ffc=16)
+    results = {}
+    for L in (6, 7):
+        torch.manual_seed(0)
+        agent = GTrXLAgent(*spaces(L), args).double()
+        results[L] = memory_reach.measure(agent, L, n=2, seed=0)
+    assert results[6][0] > 0 and results[6][1] > 0  # cue effect, gradient at the cue
+    assert results[7][0] == 0 and results[7][1] == 0
+    assert results[7][2] > 0  # the decision still has a gradient at its own step
+
+
+def test_agalite_gate_bias_sets_only_the_forget_gates_and_reaches_further():
+    args = AGaLiTeArgs(n_layers=1, d_model=16, n_heads=2, d_head=8, d_ffc=16, eta=2, r=2, gate_bias=-3.0)
+    bias = AGaLiTeAgent(*spaces(4), args).layers[0].attention.proj.bias.detach().view(2, 5 * 8 + 3 * 2)
+    d, eta = 8, 2
+    assert (bias[:, 3 * d : 5 * d] == -3).all() and (bias[:, 5 * d + 2 * eta :] == -3).all()  # beta, gamma; p3
+    assert (bias[:, : 3 * d] == 0).all() and (bias[:, 5 * d : 5 * d + 2 * eta] == 0).all()  # k, q, v; p1, p2
+    ratios = {}
+    for gate_bias in (0.0, -3.0):
+        args.gate_bias = gate_bias
+        torch.manual_seed(0)
+        _, grad_cue, grad_here = memory_reach.measure(AGaLiTeAgent(*spaces(60), args).double(), 60, n=2, seed=0)
+        ratios[gate_bias] = grad_cue / grad_here
+    assert ratios[-3.0] > 100 * ratios[0.0]
