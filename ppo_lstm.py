@@ -116,6 +116,9 @@ class Args:
     """width of the observation embedding fed to the memory"""
     lstm_hidden: int = 600
     """LSTM units (the release's T-Maze LSTM: 1 layer of 600)"""
+    forget_bias: float = 0.0
+    """initial bias of the forget gate (0: the release). Positive values start the cell nearly closed to
+    forgetting, so the gradient reaches further back at initialisation (Gers et al. 2000 used 1)"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -181,6 +184,7 @@ class Agent(nn.Module):
         # bias as the release), unrolled by hand in memory(); no nn.LSTM module, which torch.compile refuses to trace
         self.lstm_x = layer_init(nn.Linear(args.d_model, 4 * args.lstm_hidden), std=1.0)  # W_i x + b
         self.lstm_h = layer_init(nn.Linear(args.lstm_hidden, 4 * args.lstm_hidden, bias=False), std=1.0)  # W_h h
+        nn.init.constant_(self.lstm_x.bias[args.lstm_hidden : 2 * args.lstm_hidden], args.forget_bias)  # f's bias
         self.actor = make_head(args.lstm_hidden, sum(self.nvec), args.head_hidden, args.actor_gain)
         self.critic = make_head(args.lstm_hidden, 1, args.head_hidden, args.critic_gain)
         self.hidden_size = args.lstm_hidden

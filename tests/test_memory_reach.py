@@ -49,3 +49,18 @@ def test_agalite_gate_bias_sets_only_the_forget_gates_and_reaches_further():
         _, grad_cue, grad_here = memory_reach.measure(AGaLiTeAgent(*spaces(60), args).double(), 60, n=2, seed=0)
         ratios[gate_bias] = grad_cue / grad_here
     assert ratios[-3.0] > 100 * ratios[0.0]
+
+
+def test_lstm_forget_bias_sets_only_the_forget_gate_and_reaches_further():
+    from ppo_lstm import Agent as LSTMAgent, Args as LSTMArgs
+
+    args = LSTMArgs(lstm_hidden=8, d_model=8, forget_bias=3.0)
+    bias = LSTMAgent(*spaces(4), args).lstm_x.bias.detach()  # gates i, f, g, o
+    assert (bias[8:16] == 3).all() and (bias[:8] == 0).all() and (bias[16:] == 0).all()
+    ratios = {}
+    for forget_bias in (0.0, 3.0):
+        args.forget_bias = forget_bias
+        torch.manual_seed(0)
+        _, grad_cue, grad_here = memory_reach.measure(LSTMAgent(*spaces(40), args).double(), 40, n=2, seed=0)
+        ratios[forget_bias] = grad_cue / grad_here
+    assert ratios[3.0] > 100 * ratios[0.0]
