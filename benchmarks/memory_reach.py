@@ -31,8 +31,7 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import envs  # noqa: E402,F401  (registers TMazePassive-v0)
-
-UP, DOWN = 2, 3  # envs/tmaze.py's decision actions
+from envs.tmaze import DOWN, UP  # noqa: E402  (the decision's two actions)
 
 
 @dataclass
