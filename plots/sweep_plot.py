@@ -65,6 +65,9 @@ class Args:
     """prefixes removed from exp_names to name the lines (event files only)"""
     strip_suffixes: List[str] = field(default_factory=list)
     """suffixes removed from exp_names (after their _L<n>) to name the lines, e.g. _carriedTrue (event files only)"""
+    drop: List[str] = field(default_factory=list)
+    """parts removed from exp_names wherever they stand, e.g. _carriedTrue: passive_agalite_L100_carriedTrue_gate_bias-3
+    -> agalite_gate_bias-3 (event files only)"""
     ci: Literal["bootstrap", "t"] = "bootstrap"
     """confidence interval of the mean over seeds: percentile bootstrap or Student t (both 95%)"""
     n_boot: int = 2000
@@ -75,11 +78,13 @@ class Args:
     """output path without extension: <out>.png and <out>.pdf are written"""
 
 
-def line_name(exp_name, prefixes, suffixes=()):
+def line_name(exp_name, prefixes, suffixes=(), drop=()):
     """sweep_agalite_L60 -> agalite, ppo_lstm -> lstm (with the default prefixes); the corridor-length token _L<n>
     goes wherever it is (passive_agalite_L50_carriedTrue -> agalite_carriedTrue, or agalite with suffix
     _carriedTrue)."""
     name = re.sub(r"_L\d+(?=_|$)", "", exp_name)
+    for part in drop:
+        name = re.sub(re.escape(part) + r"(?=_|$)", "", name)
     for prefix in prefixes:
         if name.startswith(prefix) and len(name) > len(prefix):
             name = name[len(prefix):]
@@ -118,7 +123,7 @@ def points_from_runs(args):
                 continue
         else:
             value = tb_runs.final_value(run["scalars"][tag][1], args.final_frac)
-        points.append(((env, line_name(run["exp_name"], args.strip_prefixes, args.strip_suffixes)), as_number(x, run["dir"]), run["seed"], value))
+        points.append(((env, line_name(run["exp_name"], args.strip_prefixes, args.strip_suffixes, args.drop)), as_number(x, run["dir"]), run["seed"], value))
     if no_x:
         print(f"note: {len(no_x)} run(s) have no {args.x_key!r} in env_kwargs or hyperparameters; left out: {no_x}")
     if no_tag:

@@ -193,6 +193,8 @@ def test_sweep_plot_from_events(runs_dir, tmp_path):
     assert sweep_plot.line_name("sweep_gtrxl_L120", ["ppo_", "sweep_"]) == "gtrxl"
     assert sweep_plot.line_name("passive_lstm_L50_carriedTrue", ["passive_"]) == "lstm_carriedTrue"
     assert sweep_plot.line_name("passive_lstm_L50_carriedTrue", ["passive_"], ["_carriedTrue"]) == "lstm"
+    assert sweep_plot.line_name("passive_agalite_L100_carriedTrue_gate_bias-3", ["passive_"], drop=["_carriedTrue"]) == "agalite_gate_bias-3"
+    assert sweep_plot.line_name("passive_agalite_L100_carriedTrue", ["passive_"], drop=["_carriedTrue"]) == "agalite"
     assert sweep_plot.line_name("sweep_gtrxl_L12_memory_len64", ["sweep_"]) == "gtrxl_memory_len64"
 
 
