@@ -17,8 +17,7 @@ sweep trains them), in float64, averaged over episodes and initialisations:
     python benchmarks/memory_reach.py --scripts agalite --lengths 50 --run-dir runs/<a passive run>  # trained
 """
 
-import importlib.util
-import json
+import importlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -52,29 +51,9 @@ class Args:
     """torch.set_num_threads"""
 
 
-def load_script(name):
-    """The module of ppo_<name>.py (imported once: AGaLiTe's custom operators may be registered only once)."""
-    module_name = f"ppo_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, os.path.join(ROOT, f"{module_name}.py"))
-        sys.modules[module_name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[module_name])
-    return sys.modules[module_name]
-
-
 def model_args(module, settings):
-    """module.Args() with KEY=VALUE settings (values read as JSON where they parse, else as strings)."""
-    args = module.Args()
-    for setting in settings:
-        key, _, value = setting.partition("=")
-        if key not in module.Args.__dataclass_fields__:
-            raise SystemExit(f"error: --set {setting}: {module.__name__}.py has no option {key}")
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            pass
-        setattr(args, key, value)
-    return args
+    """module.Args with KEY=VALUE settings, parsed by the script's own command line (`--key=value`)."""
+    return tyro.cli(module.Args, args=[f"--{key.replace('_', '-')}={value}" for key, _, value in (s.partition("=") for s in settings)])
 
 
 def episodes(L, n, seed):
@@ -119,26 +98,24 @@ if __name__ == "__main__":
     print("| model | L | source | cue_effect (logits) | grad_cue | grad_here | ratio |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for name in args.scripts:
-        module = load_script(name)
+        module = importlib.import_module(f"ppo_{name}")  # (the repository root is on sys.path)
+        if args.run_dir:
+            checkpoint = torch.load(os.path.join(args.run_dir, "checkpoint.pt"), map_location="cpu", weights_only=False)
+            if checkpoint["script"] != f"ppo_{name}.py":
+                raise SystemExit(f"error: {args.run_dir} was written by {checkpoint['script']}, not ppo_{name}.py")
+            run_args = module.Args(**{k: v for k, v in checkpoint["args"].items() if k in module.Args.__dataclass_fields__})
+            label = f"step {checkpoint['global_step']}"
+        else:
+            run_args = model_args(module, args.set)
+            label = f"init x {args.inits}" + "".join(f", {s}" for s in args.set)
         for L in args.lengths:
-            env = gym.make("TMazePassive-v0", corridor_length=L, carried=True)
+            env = gym.make("TMazePassive-v0", corridor_length=L, carried=True)  # (its spaces depend on L)
             rows = []
-            if args.run_dir:
-                checkpoint = torch.load(os.path.join(args.run_dir, "checkpoint.pt"), map_location="cpu", weights_only=False)
-                if checkpoint["script"] != f"ppo_{name}.py":
-                    raise SystemExit(f"error: {args.run_dir} was written by {checkpoint['script']}, not ppo_{name}.py")
-                run_args = module.Args(**{k: v for k, v in checkpoint["args"].items() if k in module.Args.__dataclass_fields__})
+            for seed in [0] if args.run_dir else range(args.inits):
+                torch.manual_seed(seed)
                 agent = module.Agent(env.observation_space, env.action_space, run_args)
-                agent.load_state_dict(checkpoint["model"])
-                sources = [(agent.double(), f"step {checkpoint['global_step']}", 0)]
-            else:
-                sources = []
-                for seed in range(args.inits):
-                    torch.manual_seed(seed)
-                    agent = module.Agent(env.observation_space, env.action_space, model_args(module, args.set))
-                    sources.append((agent.double(), "init", seed))
-            for agent, source, seed in sources:
-                rows.append(measure(agent, L, args.episodes, seed))
+                if args.run_dir:
+                    agent.load_state_dict(checkpoint["model"])
+                rows.append(measure(agent.double(), L, args.episodes, seed))
             cue_effect, grad_cue, grad_here = np.mean(rows, axis=0)
-            label = sources[0][1] if args.run_dir else f"init x {args.inits}" + "".join(f", {s}" for s in args.set)
             print(f"| {name} | {L} | {label} | {cue_effect:.3g} | {grad_cue:.3g} | {grad_here:.3g} | {grad_cue / grad_here:.3g} |", flush=True)
