@@ -137,6 +137,9 @@ class Args:
     """size of the learned feature map (the paper's eta; 2 in the release's T-Maze GaLiTe): keys in eta * d dims"""
     gru_bias: float = 2.0
     """initial bias b_g of the GRU gates (2: each block starts close to the identity map)"""
+    gate_bias: float = 0.0
+    """initial bias of the forget gates' pre-activations beta, gamma and p3 (0: the release). Negative values start
+    the gates nearly closed: a state forgets slowly at initialisation (as ppo_agalite.py's --gate-bias)"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -199,7 +202,7 @@ class GaLiTeAttention(nn.Module):
     C (d, eta*d) and s (eta*d): d*eta*d + eta*d floats, whatever the context length.
     """
 
-    def __init__(self, d_model, n_heads, d_head, eta, eps=1e-10):
+    def __init__(self, d_model, n_heads, d_head, eta, gate_bias=0.0, eps=1e-10):
         super().__init__()
         self.n_heads, self.d_head, self.eta, self.eps = n_heads, d_head, eta, eps
         # one linear map gives, per head, k, v, beta, gamma and the query's input x_q (each d), p1 and p3 (each eta)
@@ -207,6 +210,9 @@ class GaLiTeAttention(nn.Module):
         self.proj = nn.Linear(d_model, n_heads * sum(self.parts))
         orthogonal_parts_(self.proj.weight, self.parts * n_heads)
         nn.init.zeros_(self.proj.bias)
+        bias = self.proj.bias.detach().view(n_heads, sum(self.parts))
+        bias[:, 2 * d_head : 4 * d_head] = gate_bias  # beta, gamma
+        bias[:, 5 * d_head + eta :] = gate_bias  # p3
         # per head, a second map from x_q to q (d) and p2 (eta): the release's query passes one more Dense layer
         self.query_weight = nn.Parameter(torch.empty(n_heads, d_head + eta, d_head))
         self.query_bias = nn.Parameter(torch.zeros(n_heads, d_head + eta))
@@ -281,7 +287,7 @@ class GaLiTeBlock(nn.Module):
     def __init__(self, args):
         super().__init__()
         self.ln1 = nn.LayerNorm(args.d_model)
-        self.attention = GaLiTeAttention(args.d_model, args.n_heads, args.d_head, args.eta)
+        self.attention = GaLiTeAttention(args.d_model, args.n_heads, args.d_head, args.eta, args.gate_bias)
         self.gate1 = GRUGate(args.d_model, args.gru_bias)
         self.ln2 = nn.LayerNorm(args.d_model)
         self.ffc = nn.Sequential(

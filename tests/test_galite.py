@@ -155,3 +155,15 @@ def test_every_part_of_every_head_starts_as_its_own_orthogonal_matrix():
             for part in [*gate.w.weight.split(D), *gate.u.weight.split(D), gate.u_g.weight]:
                 assert_orthogonal(part)
         assert not attention.proj.bias.any() and not attention.query_bias.any()
+
+
+def test_gate_bias_sets_only_the_forget_gates():
+    """--gate-bias: the pre-activation biases of beta, gamma and p3, as in ppo_agalite.py; everything else stays 0."""
+    d, eta = 8, 2
+    bias = GaLiTeAttention(d_model=16, n_heads=2, d_head=d, eta=eta, gate_bias=-3.0).proj.bias.detach().view(2, 5 * d + 2 * eta)
+    assert (bias[:, 2 * d : 4 * d] == -3).all() and (bias[:, 5 * d + eta :] == -3).all()  # beta, gamma; p3
+    assert (bias[:, : 2 * d] == 0).all() and (bias[:, 4 * d : 5 * d + eta] == 0).all()  # k, v; x_q, p1
+    layer = GaLiTeAttention(d_model=16, n_heads=2, d_head=d, eta=eta, gate_bias=-3.0)
+    layer.proj.weight.data.zero_()
+    parts = layer.proj(torch.zeros(1, 16)).view(2, -1).split(layer.parts, dim=-1)  # k, v, beta, gamma, x_q, p1, p3
+    assert [float(p.max()) for p in parts] == [0.0, 0.0, -3.0, -3.0, 0.0, 0.0, -3.0]
