@@ -21,7 +21,8 @@ out of time) continues from the newest checkpoint.pt of its run directories (`--
 wrote none. A marker written for other arguments (say another --total-timesteps) stops the sweep with a message
 rather than mixing the two: use another --tag, or delete the markers.
 
-At the end the summary CSV (default <workdir>/runs/<tag>_summary.csv) gets one row per finished run of the grid:
+At the end the summary CSV (default <workdir>/runs/<tag>_summary.csv) gets one row per finished run of the grid (rows
+of the tag's other grids stay, while their run directories exist; the columns are the union of the grids' keys):
 script, one column per grid key, seed, final_success, final_return (mean of the last --final-frac of the run's
 logged points of charts/success_rate and charts/episodic_return), solved_at (the first step at which the mean
 success of --solved-window consecutive logged points reaches --solved-threshold; empty if never), sps (the last
@@ -342,11 +343,21 @@ def write_summary(args, runs):
         marker = read_marker(run, args.workdir)
         if marker is not None:
             rows.append(summary_row(args, run, marker))
+    # keep the rows other grids of the same tag wrote (e.g. one invocation per corridor length), unless rewritten
+    # here or their run directory is gone; the columns are the union of the grids' keys
+    grid_columns = [column(k) for k, _ in parse_grid(args.grid)]
+    kept = []
+    if os.path.exists(args.summary_csv):
+        with open(args.summary_csv, newline="") as f:
+            reader = csv.DictReader(f)
+            grid_columns = [c for c in reader.fieldnames if c not in ["script", "seed"] + STAT_COLUMNS] + [c for c in grid_columns if c not in reader.fieldnames]
+            ours = {row["run_dir"] for row in rows}
+            kept = [row for row in reader if row["run_dir"] not in ours and os.path.isdir(os.path.join(args.workdir, row["run_dir"]))]
     os.makedirs(os.path.dirname(os.path.abspath(args.summary_csv)), exist_ok=True)
     with open(args.summary_csv, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["script"] + [column(k) for k, _ in parse_grid(args.grid)] + ["seed"] + STAT_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=["script"] + grid_columns + ["seed"] + STAT_COLUMNS, restval="")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(kept + rows)
     for row in rows:
         point = " ".join(f"{k}={row[k]}" for k in rows[0] if k not in ["script", "seed"] + STAT_COLUMNS)
         print(f"{row['script']:>8} {point} seed {row['seed']:<3} success {row['final_success']!s:>8} "

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import sys
 
 import matplotlib
@@ -262,8 +263,8 @@ def test_sweep_runner_resumes(tmp_path):
     for name in ("agalite", "lstm"):
         (scripts / f"ppo_{name}.py").write_text(STUB)
 
-    def sweep(names, extra=(), **kw):
-        args = sweep_tool.Args(scripts=names, grid=["env.corridor_length=10"], seeds=[1], total_timesteps=1000, jobs=2,
+    def sweep(names, extra=(), grid=("env.corridor_length=10",), **kw):
+        args = sweep_tool.Args(scripts=names, grid=list(grid), seeds=[1], total_timesteps=1000, jobs=2,
                                 workdir=str(work), script_dir=str(scripts), python_cmd=sys.executable, poll_s=0.05, **kw)
         return sweep_tool.main(args, extra)
 
@@ -289,10 +290,11 @@ def test_sweep_runner_resumes(tmp_path):
     assert rows[1]["run_dir"].startswith(os.path.join("runs", "TMaze-v0__sweep_lstm_L10__1__"))
     assert rows[1]["solved_at"] == "" and rows[1]["sps"] == ""  # success 0.0 .. 0.9: no 5 points average 0.9
 
-    # the summary is rewritten from the finished runs, here with "solved" = one point above 0.85 (0.9 at step 1000)
+    # the grid's rows are rewritten from its finished runs, here with "solved" = one point above 0.85 (0.9 at step
+    # 1000); the other grid's row (agalite) stays
     assert sweep(["lstm"], solved_window=1, solved_threshold=0.85)["skipped"] == ["sweep_lstm_L10__1"]
     with open(work / "runs" / "sweep_summary.csv", newline="") as f:
-        assert [r["solved_at"] for r in csv.DictReader(f)] == ["1000"]
+        assert [(r["script"], r["solved_at"]) for r in csv.DictReader(f)] == [("agalite", ""), ("lstm", "1000")]
 
     # everything finished: nothing runs; other arguments for a finished run are refused before anything starts
     assert sweep(["agalite", "lstm"])["ran"] == []
@@ -308,3 +310,15 @@ def test_sweep_runner_resumes(tmp_path):
 
     with pytest.raises(ValueError, match="no ppo_<script>.py"):
         sweep(["galite"])
+
+    # another grid of the same tag adds its rows and columns
+    assert sweep(["lstm"], grid=["env.corridor_length=10", "ent_coef=0.0"])["ran"] == ["sweep_lstm_L10_ent_coef0.0__1"]
+    with open(work / "runs" / "sweep_summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["script"], r["corridor_length"], r["ent_coef"]) for r in rows] == [("agalite", "10", ""), ("lstm", "10", ""), ("lstm", "10", "0.0")]
+
+    # a summary row whose run directory is gone is dropped
+    shutil.rmtree(work / rows[2]["run_dir"])
+    sweep(["lstm"])
+    with open(work / "runs" / "sweep_summary.csv", newline="") as f:
+        assert [r["script"] for r in csv.DictReader(f)] == ["agalite", "lstm"]
