@@ -68,6 +68,9 @@ class Args:
     drop: List[str] = field(default_factory=list)
     """parts removed from exp_names wherever they stand, e.g. _carriedTrue: passive_agalite_L100_carriedTrue_gate_bias-3
     -> agalite_gate_bias-3 (event files only)"""
+    rename: List[str] = field(default_factory=list)
+    """NAME=NEW: lines (after the prefixes, suffixes and drops) renamed; several names may share one line, e.g.
+    agalite_gate_bias-5=agalite_gate_bias~-lnL agalite_gate_bias-6.5=agalite_gate_bias~-lnL (event files only)"""
     ci: Literal["bootstrap", "t"] = "bootstrap"
     """confidence interval of the mean over seeds: percentile bootstrap or Student t (both 95%)"""
     n_boot: int = 2000
@@ -106,6 +109,7 @@ def points_from_runs(args):
     tag = METRICS[args.metric][0]
     runs = tb_runs.load_runs(args.runs_dir, tb_runs.parse_filters(args.filter))
     points, no_x, no_tag, unsolved = [], [], [], []
+    renames = dict(r.split("=", 1) for r in args.rename)
     for run in runs:
         x = tb_runs.run_field(run, args.x_key)
         if x is None:
@@ -123,7 +127,8 @@ def points_from_runs(args):
                 continue
         else:
             value = tb_runs.final_value(run["scalars"][tag][1], args.final_frac)
-        points.append(((env, line_name(run["exp_name"], args.strip_prefixes, args.strip_suffixes, args.drop)), as_number(x, run["dir"]), run["seed"], value))
+        name = line_name(run["exp_name"], args.strip_prefixes, args.strip_suffixes, args.drop)
+        points.append(((env, renames.get(name, name)), as_number(x, run["dir"]), run["seed"], value))
     if no_x:
         print(f"note: {len(no_x)} run(s) have no {args.x_key!r} in env_kwargs or hyperparameters; left out: {no_x}")
     if no_tag:

@@ -197,6 +197,9 @@ def test_sweep_plot_from_events(runs_dir, tmp_path):
     assert sweep_plot.line_name("passive_agalite_L100_carriedTrue_gate_bias-3", ["passive_"], drop=["_carriedTrue"]) == "agalite_gate_bias-3"
     assert sweep_plot.line_name("passive_agalite_L100_carriedTrue", ["passive_"], drop=["_carriedTrue"]) == "agalite"
     assert sweep_plot.line_name("sweep_gtrxl_L12_memory_len64", ["sweep_"]) == "gtrxl_memory_len64"
+    # --rename: two lines into one
+    renamed = sweep_plot.points_from_runs(sweep_plot.Args(runs_dir=runs_dir, rename=["agalite=memory", "lstm=memory"]))
+    assert sorted({line for (_, line), *_ in renamed}) == ["memory"] and len(renamed) == len(points)
 
 
 def test_sweep_plot_steps_to_solve(runs_dir, tmp_path, capsys):
