@@ -7,6 +7,9 @@ sweep trains them), in float64, averaged over episodes and initialisations:
 
 - `cue_effect`: |d(up) - d(down)|, where d = logit(UP) - logit(DOWN) at the junction, for the same episode with
   the cue flipped (every other observation equal): how much the decision moves with the cue, in logits.
+- `spread`: the standard deviation of d over the episodes (cue "up" in all): how much the decision moves with
+  everything but the cue (the distractor bits along the way); `P(up)`: the mean of sigmoid(d), the probability of
+  UP given a turn, with the cue "up" and with it "down" (a policy that ignores the cue gives the two the same).
 - `grad_cue`: the norm of the gradient of d with respect to the first observation (the cue), and `grad_here`:
   with respect to the junction's own observation; `ratio` = grad_cue / grad_here: how much of the gradient
   that trains the decision reaches back to the cue (GTrXL-128's 4 layers cannot reach further than 4 x 128
@@ -85,18 +88,21 @@ def decision(agent, x):
 def measure(agent, L, n, seed):
     up, down = episodes(L, n, seed)
     with torch.no_grad():
-        cue_effect = (decision(agent, up) - decision(agent, down)).abs().mean().item()
+        d_up, d_down = decision(agent, up), decision(agent, down)
+    cue_effect = (d_up - d_down).abs().mean().item()
+    spread = d_up.std().item() if n > 1 else 0.0
+    p_up = torch.sigmoid(d_up).mean().item(), torch.sigmoid(d_down).mean().item()
     x = up.clone().requires_grad_()
     (grad,) = torch.autograd.grad(decision(agent, x).sum(), x)  # each episode's d depends on its own inputs only
     grad_cue, grad_here = grad[0].norm(dim=-1).mean().item(), grad[-1].norm(dim=-1).mean().item()
-    return cue_effect, grad_cue, grad_here
+    return cue_effect, grad_cue, grad_here, spread, *p_up
 
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
     torch.set_num_threads(args.threads)
-    print("| model | L | source | cue_effect (logits) | grad_cue | grad_here | ratio |")
-    print("|---|---:|---|---:|---:|---:|---:|")
+    print("| model | L | source | cue_effect (logits) | spread (logits) | P(up): cue up, down | grad_cue | grad_here | ratio |")
+    print("|---|---:|---|---:|---:|---|---:|---:|---:|")
     for name in args.scripts:
         module = importlib.import_module(f"ppo_{name}")  # (the repository root is on sys.path)
         if args.run_dir:
@@ -117,5 +123,5 @@ if __name__ == "__main__":
                 if args.run_dir:
                     agent.load_state_dict(checkpoint["model"])
                 rows.append(measure(agent.double(), L, args.episodes, seed))
-            cue_effect, grad_cue, grad_here = np.mean(rows, axis=0)
-            print(f"| {name} | {L} | {label} | {cue_effect:.3g} | {grad_cue:.3g} | {grad_here:.3g} | {grad_cue / grad_here:.3g} |", flush=True)
+            cue_effect, grad_cue, grad_here, spread, p_up, p_up_down = np.mean(rows, axis=0)
+            print(f"| {name} | {L} | {label} | {cue_effect:.3g} | {spread:.3g} | {p_up:.2f}, {p_up_down:.2f} | {grad_cue:.3g} | {grad_here:.3g} | {grad_cue / grad_here:.3g} |", flush=True)

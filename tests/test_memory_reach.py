@@ -34,6 +34,9 @@ def test_gtrxl_reaches_exactly_layers_times_memory_steps_back():
     assert results[6][0] > 0 and results[6][1] > 0  # cue effect, gradient at the cue
     assert results[7][0] == 0 and results[7][1] == 0
     assert results[7][2] > 0  # the decision still has a gradient at its own step
+    # beyond its reach, P(up) is the same whichever the cue, while the decision still moves with the distractors
+    assert results[7][4] == results[7][5] and results[6][4] != results[6][5]
+    assert results[7][3] > 0
 
 
 def test_agalite_gate_bias_sets_only_the_forget_gates_and_reaches_further():
@@ -46,7 +49,7 @@ def test_agalite_gate_bias_sets_only_the_forget_gates_and_reaches_further():
     for gate_bias in (0.0, -3.0):
         args.gate_bias = gate_bias
         torch.manual_seed(0)
-        _, grad_cue, grad_here = memory_reach.measure(AGaLiTeAgent(*spaces(60), args).double(), 60, n=2, seed=0)
+        _, grad_cue, grad_here, *_ = memory_reach.measure(AGaLiTeAgent(*spaces(60), args).double(), 60, n=2, seed=0)
         ratios[gate_bias] = grad_cue / grad_here
     assert ratios[-3.0] > 100 * ratios[0.0]
 
@@ -61,6 +64,6 @@ def test_lstm_forget_bias_sets_only_the_forget_gate_and_reaches_further():
     for forget_bias in (0.0, 3.0):
         args.forget_bias = forget_bias
         torch.manual_seed(0)
-        _, grad_cue, grad_here = memory_reach.measure(LSTMAgent(*spaces(40), args).double(), 40, n=2, seed=0)
+        _, grad_cue, grad_here, *_ = memory_reach.measure(LSTMAgent(*spaces(40), args).double(), 40, n=2, seed=0)
         ratios[forget_bias] = grad_cue / grad_here
     assert ratios[3.0] > 100 * ratios[0.0]
