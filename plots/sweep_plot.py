@@ -197,8 +197,12 @@ def main(args):
         ax.set_xscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    how = "as in the sweep CSV" if args.csv else f"mean of the last {args.final_frac:.0%} of each run's logged points"
-    caption = (f"Final value: {how}. Points: mean over seeds (n in the legend); error bars: "
+    if args.metric == "solved_at":
+        how = "Steps to solve: " + ("as in the sweep CSV" if args.csv else f"the first step at which the mean success of "
+                                    f"{args.solved_window} logged points reaches {args.solved_threshold}; unsolved runs left out")
+    else:
+        how = "Final value: " + ("as in the sweep CSV" if args.csv else f"mean of the last {args.final_frac:.0%} of each run's logged points")
+    caption = (f"{how}. Points: mean over seeds (n in the legend); error bars: "
                f"{tb_runs.ci_caption(args.ci, n_boot=args.n_boot)}; dots: single seeds.")
     return tb_runs.save_figure(fig, args.out, caption, caption_size=7)
 
