@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import ppo_agalite  # noqa: E402
-from memory_reach import episodes, model_args  # noqa: E402  (also registers TMazePassive-v0)
+from memory_reach import episodes, load_run, model_args  # noqa: E402  (also registers TMazePassive-v0)
 
 
 @dataclass
@@ -46,8 +46,9 @@ class Args:
 
 def gate_table(agent, L, n, seed):
     """Rows (layer, beta at cue, beta along corridor, max retention_v, max write x retention_v, the same for gamma)."""
+    layers = [block.attention for block in agent.layers]
     projections = []
-    hooks = [m.proj.register_forward_hook(lambda m, i, o: projections.append(o)) for m in agent.modules() if isinstance(m, ppo_agalite.AGaLiTeAttention)]
+    hooks = [attention.proj.register_forward_hook(lambda m, i, o: projections.append(o)) for attention in layers]
     x, _ = episodes(L, n, seed)  # (L + 1, n, obs_dim)
     done = torch.zeros(L + 1, n, dtype=x.dtype)
     done[0] = 1.0
@@ -56,11 +57,11 @@ def gate_table(agent, L, n, seed):
     for hook in hooks:
         hook.remove()
     rows = []
-    for layer, (module, out) in enumerate(zip([m for m in agent.modules() if isinstance(m, ppo_agalite.AGaLiTeAttention)], projections)):
-        H, d, eta = module.n_heads, module.d_head, module.eta
-        _, _, _, beta, gamma, _, _, p3 = out.view(L + 1, n, H, -1).split([d, d, d, d, d, eta, eta, eta], dim=-1)
+    for layer, (attention, out) in enumerate(zip(layers, projections)):
+        H, d, eta = attention.n_heads, attention.d_head, attention.eta
+        _, _, _, beta, gamma, _, _, p3 = out.view(L + 1, n, H, -1).split([d, d, d, d, d, eta, eta, eta], dim=-1)  # as in forward
         beta = torch.sigmoid(beta).flatten(-2)  # (L + 1, n, H*d)
-        gamma = (torch.sigmoid(p3).unsqueeze(-1) * torch.sigmoid(gamma).unsqueeze(-2)).flatten(-3)  # (L + 1, n, H*eta*d)
+        gamma = ppo_agalite.outer(torch.sigmoid(p3), torch.sigmoid(gamma)).flatten(-2)  # (L + 1, n, H*eta*d)
         row = [layer]
         for g in (beta, gamma):
             retention = torch.log1p(-g[1:]).sum(0).exp()  # prod over the corridor of (1 - g_t), (n, features)
@@ -72,10 +73,9 @@ def gate_table(agent, L, n, seed):
 if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.run_dir:
-        checkpoint = torch.load(os.path.join(args.run_dir, "checkpoint.pt"), map_location="cpu", weights_only=False)
-        if checkpoint["script"] != "ppo_agalite.py" or checkpoint["args"]["env_id"] != "TMazePassive-v0":
-            raise SystemExit(f"error: {args.run_dir} is not a TMazePassive-v0 run of ppo_agalite.py")
-        run_args = ppo_agalite.Args(**{k: v for k, v in checkpoint["args"].items() if k in ppo_agalite.Args.__dataclass_fields__})
+        checkpoint, run_args = load_run(args.run_dir, ppo_agalite)
+        if run_args.env_id != "TMazePassive-v0":
+            raise SystemExit(f"error: {args.run_dir} is a {run_args.env_id} run, not TMazePassive-v0")
         L = json.loads(checkpoint["args"]["env_kwargs"])["corridor_length"]
         label = f"{os.path.basename(os.path.normpath(args.run_dir))} at step {checkpoint['global_step']}"
     else:

@@ -59,6 +59,14 @@ def model_args(module, settings):
     return tyro.cli(module.Args, args=[f"--{key.replace('_', '-')}={value}" for key, _, value in (s.partition("=") for s in settings)])
 
 
+def load_run(run_dir, module):
+    """(the run's checkpoint, module.Args with the run's own arguments) for a run of module's script."""
+    checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu", weights_only=False)
+    if checkpoint["script"] != f"{module.__name__}.py":
+        raise SystemExit(f"error: {run_dir} was written by {checkpoint['script']}, not {module.__name__}.py")
+    return checkpoint, module.Args(**{k: v for k, v in checkpoint["args"].items() if k in module.Args.__dataclass_fields__})
+
+
 def episodes(L, n, seed):
     """n carried passive episodes walked to the junction, as (L + 1, n, obs_dim) float64, cue up in every one,
     and the same with the cue flipped (only the first observation's two cue bits differ)."""
@@ -106,10 +114,7 @@ if __name__ == "__main__":
     for name in args.scripts:
         module = importlib.import_module(f"ppo_{name}")  # (the repository root is on sys.path)
         if args.run_dir:
-            checkpoint = torch.load(os.path.join(args.run_dir, "checkpoint.pt"), map_location="cpu", weights_only=False)
-            if checkpoint["script"] != f"ppo_{name}.py":
-                raise SystemExit(f"error: {args.run_dir} was written by {checkpoint['script']}, not ppo_{name}.py")
-            run_args = module.Args(**{k: v for k, v in checkpoint["args"].items() if k in module.Args.__dataclass_fields__})
+            checkpoint, run_args = load_run(args.run_dir, module)
             label = f"step {checkpoint['global_step']}"
         else:
             run_args = model_args(module, args.set)
