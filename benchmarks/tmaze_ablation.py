@@ -1,0 +1,147 @@
+"""What makes a long T-Maze corridor reachable? The release's protocol with one setting changed at a time.
+
+TMaze-v0 at corridor 120: until an agent has reached the junction once, every episode costs -0.1 a step and ends at
+the 1000-step time limit, so the first question is whether (and when) a run finds the junction at all; learning
+the cue comes after. Each variant below is the release's protocol (README, "The paper's T-Maze protocol": A2C,
+release heads, time-outs terminal) with one of its settings set to our default:
+
+| variant | tag | on top of the protocol's flags |
+|---|---|---|
+| release (the protocol itself) | protocol | (nothing) |
+| time-limit bootstrap | abl_bootstrap | --bootstrap-timeouts |
+| linear heads | abl_heads | --head-hidden 0 --actor-gain 0.01 --critic-gain 1 |
+| PPO update | abl_ppo | --update-epochs 4 --num-minibatches 4 --norm-adv |
+
+The runs are made by benchmarks/sweep.py, one invocation per variant (`--print-commands` prints them); the
+release variant's runs are the protocol tag's own 5M-step runs, which with a constant learning rate match a
+shorter run over its first steps. This reads every run's TensorBoard log up to `--budget` steps (so runs of
+different lengths are compared over the same steps) and prints one row per run:
+- first junction: the first logged update with an episode shorter than the time limit (an episode ends early only
+  at the junction), i.e. the step by which the run had reached the junction at least once (to within one update);
+- junction share: the share of logged updates, over the whole budget, with an episode that ended at the junction;
+- success and return: means over the last `--final-frac` of the logged points up to the budget;
+- solved at: the first step at which the mean success of 5 consecutive logged points reaches 0.9 (as sweep.py);
+- entropy: the policy entropy (losses/entropy) at the first logged update and at the budget.
+
+Usage:
+    python benchmarks/tmaze_ablation.py --print-commands          # the sweep commands that make the runs
+    python benchmarks/tmaze_ablation.py --budget 1000000            # the table (markdown) from runs/
+"""
+import glob
+import math
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from typing import List
+
+import numpy as np
+import tyro
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "plots"))
+import tb_runs  # noqa: E402  (plots/tb_runs.py: reads the event files)
+
+# the release's T-Maze protocol (README), without --env-id, --total-timesteps and --checkpoint-every (sweep.py sets those)
+PROTOCOL = ("--num-envs 8 --num-steps 256 --learning-rate 1e-4 --no-anneal-lr --ent-coef 0.001 --vf-coef 0.5 "
+            "--max-grad-norm 0.5 --gamma 0.99 --gae-lambda 0.95 --update-epochs 1 --num-minibatches 1 --no-norm-adv "
+            "--no-bootstrap-timeouts --head-hidden 128 --actor-gain 1.414 --critic-gain 1.414")
+# variant: (sweep tag, flags after the protocol's; later flags win)
+VARIANTS = {
+    "release": ("protocol", ""),
+    "time-limit bootstrap": ("abl_bootstrap", "--bootstrap-timeouts"),
+    "linear heads": ("abl_heads", "--head-hidden 0 --actor-gain 0.01 --critic-gain 1"),
+    "PPO update": ("abl_ppo", "--update-epochs 4 --num-minibatches 4 --norm-adv"),
+}
+
+
+@dataclass
+class Args:
+    scripts: List[str] = field(default_factory=lambda: ["agalite"])
+    """architectures (ppo_<script>.py)"""
+    corridor_length: int = 120
+    """TMaze-v0 corridor length of the runs"""
+    seeds: List[int] = field(default_factory=lambda: [1, 2])
+    budget: int = 1_000_000
+    """compare every run over its first this many environment steps"""
+    runs_dir: str = os.path.join(ROOT, "runs")
+    """where the runs are (the scripts' runs/ folder)"""
+    time_limit: int = 1000
+    """TMaze-v0's max_episode_steps (an episode that ends earlier ended at the junction)"""
+    final_frac: float = 0.1
+    print_commands: bool = False
+    """print the sweep commands that make the runs (the release variant: the protocol's 5M-step runs) and exit"""
+
+
+def sweep_command(args, variant):
+    tag, flags = VARIANTS[variant]
+    total = 5_000_000 if tag == "protocol" else args.budget
+    return (f"python benchmarks/sweep.py --tag {tag} --env-id TMaze-v0 --scripts {' '.join(args.scripts)} "
+            f"--grid env.corridor_length={args.corridor_length} --seeds {' '.join(map(str, args.seeds))} "
+            f"--total-timesteps {total} --jobs 1 -- {PROTOCOL} {flags}".rstrip())
+
+
+def run_dir(args, tag, script, seed):
+    """The newest run directory of (tag, script, seed) at this corridor length, or None."""
+    prefix = os.path.join(args.runs_dir, f"TMaze-v0__{tag}_{script}_L{args.corridor_length}__{seed}__")
+    found = [p for p in glob.glob(glob.escape(prefix) + "*") if os.path.isdir(p) and p.rsplit("__", 1)[-1].isdigit()]
+    return max(found, key=lambda p: int(p.rsplit("__", 1)[-1])) if found else None
+
+
+def summarize(scalars, budget, time_limit, final_frac=0.1):
+    """One run's row from its scalars {tag: (steps, values)}, every point after `budget` steps dropped."""
+    def upto(tag):
+        steps, values = scalars.get(tag, (np.zeros(0), np.zeros(0)))
+        keep = steps <= budget
+        return steps[keep], values[keep]
+
+    steps, lengths = upto("charts/episodic_length")
+    reached = lengths < time_limit
+    success_steps, success = upto("charts/success_rate")
+    _, returns = upto("charts/episodic_return")
+    _, entropy = upto("losses/entropy")
+    solved = tb_runs.first_solved_step(success_steps, success, 0.9, 5) if len(success) else None
+    return {
+        "steps": int(max((s[-1] for s in (upto(t)[0] for t in scalars) if len(s)), default=0)),
+        "first_junction": int(steps[np.argmax(reached)]) if reached.any() else None,
+        "junction_share": float(reached.mean()) if len(reached) else math.nan,
+        "success": tb_runs.final_value(success, final_frac) if len(success) else math.nan,
+        "return": tb_runs.final_value(returns, final_frac) if len(returns) else math.nan,
+        "solved_at": solved,
+        "entropy_start": float(entropy[0]) if len(entropy) else math.nan,
+        "entropy_end": float(entropy[-1]) if len(entropy) else math.nan,
+    }
+
+
+def table(args):
+    lines = [f"| variant | script | seed | steps read | first junction | junction share | success | return | solved at | entropy start -> end |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    missing = []
+    for variant, (tag, _) in VARIANTS.items():
+        for script in args.scripts:
+            for seed in args.seeds:
+                path = run_dir(args, tag, script, seed)
+                if path is None:
+                    missing.append(f"{variant} {script} seed {seed}")
+                    continue
+                row = summarize(tb_runs.load_run(path)["scalars"], args.budget, args.time_limit, args.final_frac)
+                lines.append(
+                    f"| {variant} | {script} | {seed} | {row['steps']:,} | "
+                    f"{'never' if row['first_junction'] is None else format(row['first_junction'], ',')} | "
+                    f"{row['junction_share']:.2f} | {row['success']:.2f} | {row['return']:.1f} | "
+                    f"{'never' if row['solved_at'] is None else format(row['solved_at'], ',')} | "
+                    f"{row['entropy_start']:.2f} -> {row['entropy_end']:.2f} |")
+    return lines, missing
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    if args.print_commands:
+        for variant in VARIANTS:
+            print(f"# {variant}\n{sweep_command(args, variant)}")
+        sys.exit(0)
+    lines, missing = table(args)
+    print(f"TMaze-v0 corridor {args.corridor_length}, first {args.budget:,} steps of each run ({shlex.join(sys.argv)})")
+    print("\n".join(lines))
+    for name in missing:
+        print(f"no run yet: {name}")

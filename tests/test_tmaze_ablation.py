@@ -1,0 +1,53 @@
+"""benchmarks/tmaze_ablation.py: each variant changes one protocol setting, and the table reads runs up to the budget."""
+
+import dataclasses
+import shlex
+
+import numpy as np
+import tyro
+
+import ppo_agalite
+from conftest import load
+
+tmaze_ablation = load("benchmarks/tmaze_ablation.py", "tmaze_ablation")
+
+
+def test_each_variant_changes_only_its_own_settings():
+    parse = lambda flags: dataclasses.asdict(tyro.cli(ppo_agalite.Args, args=shlex.split(flags)))
+    protocol = parse(tmaze_ablation.PROTOCOL)
+    changed = {}
+    for variant, (_, flags) in tmaze_ablation.VARIANTS.items():
+        args = parse(tmaze_ablation.PROTOCOL + " " + flags)
+        changed[variant] = {k: args[k] for k in args if args[k] != protocol[k]}
+    assert changed == {
+        "release": {},
+        "time-limit bootstrap": {"bootstrap_timeouts": True},
+        "linear heads": {"head_hidden": 0, "actor_gain": 0.01, "critic_gain": 1.0},
+        "PPO update": {"update_epochs": 4, "num_minibatches": 4, "norm_adv": True},
+    }
+    # the changed settings are our defaults
+    defaults = dataclasses.asdict(ppo_agalite.Args())
+    for variant, diff in changed.items():
+        assert all(defaults[k] == v for k, v in diff.items()), variant
+
+
+def test_summary_reads_up_to_the_budget():
+    steps = np.arange(1, 11, dtype=np.float64) * 1000  # 10 updates of 1,000 steps
+    lengths = np.array([1000, 1000, 1000, 640, 500, 300, 200, 150, 130, 125], dtype=np.float64)
+    success = np.array([0, 0, 0, 0.6, 1, 1, 1, 1, 1, 0.0])
+    scalars = {
+        "charts/episodic_length": (steps, lengths),
+        "charts/success_rate": (steps, success),
+        "charts/episodic_return": (steps, -lengths / 10),
+        "losses/entropy": (steps, np.linspace(1.3, 0.4, 10)),
+    }
+    row = tmaze_ablation.summarize(scalars, budget=9000, time_limit=1000, final_frac=0.2)
+    assert row["steps"] == 9000
+    assert row["first_junction"] == 4000
+    assert row["junction_share"] == 6 / 9
+    assert row["success"] == 1.0  # the last 2 points up to 9,000 steps; the 0 at 10,000 is past the budget
+    assert row["return"] == -14.0
+    assert row["solved_at"] == 8000  # the 5-point mean of success reaches 0.9 first over points 3..7 (0.6, 1, 1, 1, 1)
+    assert row["entropy_start"] == 1.3 and abs(row["entropy_end"] - 0.5) < 1e-12
+    never = tmaze_ablation.summarize({"charts/episodic_length": (steps, np.full(10, 1000.0))}, 10_000, 1000)
+    assert never["first_junction"] is None and never["junction_share"] == 0 and never["solved_at"] is None
