@@ -6,12 +6,31 @@ dynamic program over positions, not a simulation), the chance that the initial, 
 left 1/4, up/down 1/2 = stay in the corridor) reaches position L-1 within the limit:
 
     python benchmarks/tmaze_exploration.py --lengths 10 30 60 90 120 160 200
+
+A freshly initialised network is not uniform: it prefers some actions, differently at each position. With
+`--scripts`, this also simulates the initial policies of ppo_<script>.py agents (with the release's heads and with
+our linear heads, `--heads`), one per init seed (torch.manual_seed(seed) before the Agent is built, as the scripts
+do, so seed s is run s's initial network), and reports the share of `--episodes` first episodes that reach the
+junction cell within the limit and how far right they get:
+
+    python benchmarks/tmaze_exploration.py --lengths 120 --scripts agalite gtrxl --init-seeds 1 2 3 4 5 6 7 8
 """
 
+import os
+import sys
 from dataclasses import dataclass, field
 
+import gymnasium as gym
 import numpy as np
+import torch
 import tyro
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import envs  # noqa: E402,F401  (registers TMaze-v0)
+
+# the actor and critic heads (the scripts' --head-hidden, --actor-gain, --critic-gain)
+HEADS = {"release": dict(head_hidden=128, actor_gain=1.414, critic_gain=1.414), "linear": dict(head_hidden=0, actor_gain=0.01, critic_gain=1.0)}
 
 
 @dataclass
@@ -22,6 +41,14 @@ class Args:
     """the time limit of an episode"""
     budget: int = 5_000_000
     """environment steps to convert the chance into expected junction visits"""
+    scripts: list = field(default_factory=list)
+    """also simulate the initial policies of these ppo_<script>.py agents (agalite, gtrxl, lstm, galite)"""
+    heads: list = field(default_factory=lambda: ["release", "linear"])
+    """head settings of the simulated agents: release (Linear(128) -> tanh -> Linear, gains sqrt 2) or linear (gains 0.01, 1)"""
+    init_seeds: list = field(default_factory=lambda: [1, 2, 3, 4])
+    """one initial network per seed"""
+    episodes: int = 32
+    """first episodes simulated per initial network (a batch, one env each)"""
 
 
 def reach_probability(length: int, max_episode_steps: int) -> float:
@@ -39,6 +66,53 @@ def reach_probability(length: int, max_episode_steps: int) -> float:
     return reached
 
 
+def simulate_initial_policy(agent, length, max_episode_steps, episodes, seed):
+    """The agent's policy, sampled, in `episodes` TMaze-v0 episodes at once until each reaches the junction cell or
+    the limit. Returns (reached (episodes,) bool, furthest position (episodes,))."""
+    env_list = [gym.make("TMaze-v0", corridor_length=length, max_episode_steps=max_episode_steps).unwrapped for _ in range(episodes)]
+    obs = np.stack([env.reset(seed=seed * 10_000 + i)[0] for i, env in enumerate(env_list)])
+    state = agent.initial_state(episodes, "cpu")
+    done = torch.ones(1, episodes)
+    reached = np.zeros(episodes, bool)
+    furthest = np.zeros(episodes, int)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _ in range(max_episode_steps):
+            hidden, state = agent.memory(torch.as_tensor(obs, dtype=torch.float32)[None], state, done)
+            probs = torch.softmax(agent.actor(hidden)[0], dim=-1)  # (episodes, 4)
+            actions = torch.multinomial(probs, 1, generator=generator)[:, 0].tolist()
+            done = torch.zeros(1, episodes)
+            for i, env in enumerate(env_list):
+                if not reached[i]:
+                    obs[i] = env.step(actions[i])[0]
+                    furthest[i] = max(furthest[i], env.position)
+                    reached[i] = env.position == length - 1
+            if reached.all():
+                break
+    return reached, furthest
+
+
+def initial_policy_rows(args):
+    import importlib
+
+    rows = []
+    for script in args.scripts:
+        module = importlib.import_module(f"ppo_{script}")
+        for heads in args.heads:
+            for length in args.lengths:
+                env = gym.make("TMaze-v0", corridor_length=int(length))
+                shares, furthest = [], []
+                for seed in args.init_seeds:
+                    torch.manual_seed(seed)
+                    agent = module.Agent(env.observation_space, env.action_space, module.Args(**HEADS[heads]))
+                    reached, far = simulate_initial_policy(agent, int(length), args.max_episode_steps, args.episodes, seed)
+                    shares.append(reached.mean())
+                    furthest.append(far.mean() / (int(length) - 1))
+                per_seed = " ".join(f"{x:.2f}" for x in shares)
+                rows.append(f"| {script} | {heads} | {length} | {np.mean(shares):.3f} | {per_seed} | {np.mean(furthest):.2f} |")
+    return rows
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
     print(f"| corridor length | P(junction within {args.max_episode_steps} steps) | expected visits in {args.budget:.0e} steps of timed-out episodes |")
@@ -46,3 +120,10 @@ if __name__ == "__main__":
     for length in args.lengths:
         p = reach_probability(int(length), args.max_episode_steps)
         print(f"| {length} | {p:.3g} | {p * args.budget / args.max_episode_steps:.3g} |")
+    if args.scripts:
+        torch.set_num_threads(1)
+        print(f"\ninitial policies, {args.episodes} episodes per initial network (init seeds {' '.join(map(str, args.init_seeds))}):\n")
+        print(f"| script | heads | corridor length | P(junction within {args.max_episode_steps} steps) | per init seed | furthest position / (L - 1), mean |")
+        print("|---|---|---|---|---|---|")
+        for row in initial_policy_rows(args):
+            print(row, flush=True)

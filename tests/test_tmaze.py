@@ -182,3 +182,35 @@ def test_exploration_probability_matches_a_random_policy_in_the_env():
     p = module.reach_probability(length, limit)
     assert 0.1 < p < 0.9
     assert abs(reached / episodes - p) < 4 * np.sqrt(p * (1 - p) / episodes)
+
+
+def test_simulated_initial_policy_matches_the_exact_chance_for_a_uniform_policy():
+    """tmaze_exploration.simulate_initial_policy: a uniform policy reaches the junction as often as the exact
+    dynamic program says; a policy that always walks right reaches it in every episode."""
+    import torch
+    from conftest import load
+
+    module = load("benchmarks/tmaze_exploration.py", "tmaze_exploration")
+
+    class FixedPolicy:  # the same action probabilities everywhere, no memory
+        def __init__(self, logits):
+            self.logits = torch.tensor(logits)
+
+        def initial_state(self, batch_size, device):
+            return None
+
+        def memory(self, x, state, done):
+            return x, state
+
+        def actor(self, hidden):
+            return self.logits.expand(*hidden.shape[:-1], 4)
+
+    length, limit, episodes = 8, 40, 600
+    reached, furthest = module.simulate_initial_policy(FixedPolicy([0.0, 0.0, 0.0, 0.0]), length, limit, episodes, seed=0)
+    p = module.reach_probability(length, limit)
+    assert abs(reached.mean() - p) < 4 * np.sqrt(p * (1 - p) / episodes)
+    assert (furthest[reached] == length - 1).all() and (furthest[~reached] < length - 1).all()
+    right = np.full(4, -20.0)
+    right[RIGHT] = 0.0
+    reached, furthest = module.simulate_initial_policy(FixedPolicy(right.tolist()), length, limit, 5, seed=0)
+    assert reached.all() and (furthest == length - 1).all()
