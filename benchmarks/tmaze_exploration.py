@@ -14,6 +14,15 @@ do, so seed s is run s's initial network), and reports the share of `--episodes`
 junction cell within the limit and how far right they get:
 
     python benchmarks/tmaze_exploration.py --lengths 120 --scripts agalite gtrxl --init-seeds 1 2 3 4 5 6 7 8
+
+Before the first junction, is there any signal to walk right? With a bootstrapped time limit the uniform walk's
+value is -0.1 / (1 - gamma) = -10 at every position: none. With the time-out terminal (the release's protocol)
+the value of a state is the discounted cost of the steps left, and the further right the walk is, the later in
+the episode it got there on average, so the fewer steps are left: the value rises along the corridor and a step
+right has a positive advantage. `--value-positions` prints that value (exact, the same dynamic program, averaged
+over the visits to each position) at a few positions for the first of `--lengths`:
+
+    python benchmarks/tmaze_exploration.py --lengths 120 --value-positions 0 10 20 40 60
 """
 
 import os
@@ -41,6 +50,10 @@ class Args:
     """the time limit of an episode"""
     budget: int = 5_000_000
     """environment steps to convert the chance into expected junction visits"""
+    gamma: float = 0.99
+    """discount of --value-positions"""
+    value_positions: list = field(default_factory=list)
+    """print the uniform walk's value at these positions, time-outs terminal, for the first of --lengths"""
     scripts: list = field(default_factory=list)
     """also simulate the initial policies of these ppo_<script>.py agents (agalite, gtrxl, lstm, galite)"""
     heads: list = field(default_factory=lambda: ["release", "linear"])
@@ -64,6 +77,24 @@ def reach_probability(length: int, max_episode_steps: int) -> float:
         q[-1] = 0.0
         p = q
     return reached
+
+
+def timeout_value_by_position(length: int, max_episode_steps: int, gamma: float) -> np.ndarray:
+    """V(x) of the uniform walk when the time limit is terminal (no bootstrap): the discounted cost of the steps
+    left, -0.1 (1 - gamma^(limit - t)) / (1 - gamma), averaged over the visits to x before the junction."""
+    p = np.zeros(length)
+    p[0] = 1.0
+    visits, value_sum = np.zeros(length), np.zeros(length)
+    for t in range(max_episode_steps):
+        visits += p
+        value_sum += p * -0.1 * (1 - gamma ** (max_episode_steps - t)) / (1 - gamma)
+        q = 0.5 * p
+        q[1:] += 0.25 * p[:-1]
+        q[:-1] += 0.25 * p[1:]
+        q[0] += 0.25 * p[0]
+        q[-1] = 0.0  # the junction: the walk stops here (the chance of that is reach_probability)
+        p = q
+    return value_sum / np.maximum(visits, 1e-300)
 
 
 def simulate_initial_policy(agent, length, max_episode_steps, episodes, seed):
@@ -120,6 +151,14 @@ if __name__ == "__main__":
     for length in args.lengths:
         p = reach_probability(int(length), args.max_episode_steps)
         print(f"| {length} | {p:.3g} | {p * args.budget / args.max_episode_steps:.3g} |")
+    if args.value_positions:
+        length = int(args.lengths[0])
+        value = timeout_value_by_position(length, args.max_episode_steps, args.gamma)
+        print(f"\nuniform walk, corridor {length}, value by position with the time-out terminal (bootstrapped: "
+              f"{-0.1 / (1 - args.gamma):.2f} everywhere):\n")
+        print("| position | " + " | ".join(str(x) for x in args.value_positions) + " |")
+        print("|---|" + "---|" * len(args.value_positions))
+        print("| value | " + " | ".join(f"{value[int(x)]:.2f}" for x in args.value_positions) + " |")
     if args.scripts:
         torch.set_num_threads(1)
         print(f"\ninitial policies, {args.episodes} episodes per initial network (init seeds {' '.join(map(str, args.init_seeds))}):\n")

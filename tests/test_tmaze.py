@@ -214,3 +214,17 @@ def test_simulated_initial_policy_matches_the_exact_chance_for_a_uniform_policy(
     right[RIGHT] = 0.0
     reached, furthest = module.simulate_initial_policy(FixedPolicy(right.tolist()), length, limit, 5, seed=0)
     assert reached.all() and (furthest == length - 1).all()
+
+
+def test_timeout_value_by_position():
+    """tmaze_exploration.timeout_value_by_position: by hand for a 2-step limit, and rising along corridor 120."""
+    from conftest import load
+
+    module = load("benchmarks/tmaze_exploration.py", "tmaze_exploration")
+    gamma = 0.9
+    value = module.timeout_value_by_position(10, 2, gamma)
+    # position 0: at t = 0 (probability 1, 2 steps left) and t = 1 (probability 0.75, 1 step left); position 1: t = 1 only
+    assert np.isclose(value[0], (1.0 * -0.1 * (1 + gamma) + 0.75 * -0.1) / 1.75)
+    assert np.isclose(value[1], -0.1)
+    value = module.timeout_value_by_position(120, 1000, 0.99)
+    assert (np.diff(value[:80]) > 0).all() and value[0] > -10
