@@ -23,8 +23,16 @@ right has a positive advantage. `--value-positions` prints that value (exact, th
 over the visits to each position) at a few positions for the first of `--lengths`:
 
     python benchmarks/tmaze_exploration.py --lengths 120 --value-positions 0 10 20 40 60
+
+What did a run learn before it found the junction? `--run-dirs` takes runs' checkpoints (TMaze-v0, any script) and
+prints, for the run's initial network (its seed, its arguments) and for the checkpoint: how often its policy
+reaches the junction and how far right it gets, and along a walk straight right, the critic's value and the
+policy's P(right) - P(left) at `--value-positions` (means over `--episodes` walks):
+
+    python benchmarks/tmaze_exploration.py --run-dirs runs/TMaze-v0__abl_probe_agalite_L120__1__* --value-positions 0 10 20 40 60
 """
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -37,6 +45,7 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import envs  # noqa: E402,F401  (registers TMaze-v0)
+from envs.tmaze import LEFT, RIGHT  # noqa: E402
 
 # the actor and critic heads (the scripts' --head-hidden, --actor-gain, --critic-gain)
 HEADS = {"release": dict(head_hidden=128, actor_gain=1.414, critic_gain=1.414), "linear": dict(head_hidden=0, actor_gain=0.01, critic_gain=1.0)}
@@ -62,6 +71,8 @@ class Args:
     """one initial network per seed"""
     episodes: int = 32
     """first episodes simulated per initial network (a batch, one env each)"""
+    run_dirs: list = field(default_factory=list)
+    """runs (with a checkpoint.pt) whose initial and trained policies to simulate and profile along the corridor"""
 
 
 def reach_probability(length: int, max_episode_steps: int) -> float:
@@ -97,7 +108,7 @@ def timeout_value_by_position(length: int, max_episode_steps: int, gamma: float)
     return value_sum / np.maximum(visits, 1e-300)
 
 
-def simulate_initial_policy(agent, length, max_episode_steps, episodes, seed):
+def simulate_policy(agent, length, max_episode_steps, episodes, seed):
     """The agent's policy, sampled, in `episodes` TMaze-v0 episodes at once until each reaches the junction cell or
     the limit. Returns (reached (episodes,) bool, furthest position (episodes,))."""
     env_list = [gym.make("TMaze-v0", corridor_length=length, max_episode_steps=max_episode_steps).unwrapped for _ in range(episodes)]
@@ -123,6 +134,52 @@ def simulate_initial_policy(agent, length, max_episode_steps, episodes, seed):
     return reached, furthest
 
 
+def walk_profile(agent, length, positions, episodes, seed):
+    """Along `episodes` walks straight right from the start: the critic's value and P(right) - P(left) at each of
+    `positions` (position x is reached after x steps), means over the walks. Returns two arrays (len(positions),)."""
+    env_list = [gym.make("TMaze-v0", corridor_length=length).unwrapped for _ in range(episodes)]
+    obs = np.stack([env.reset(seed=seed * 10_000 + i)[0] for i, env in enumerate(env_list)])
+    state = agent.initial_state(episodes, "cpu")
+    done = torch.ones(1, episodes)
+    values, drift = [], []
+    with torch.no_grad():
+        for _ in range(max(positions) + 1):
+            hidden, state = agent.memory(torch.as_tensor(obs, dtype=torch.float32)[None], state, done)
+            probs = torch.softmax(agent.actor(hidden)[0], dim=-1)  # (episodes, 4)
+            values.append(agent.critic(hidden)[0, :, 0].mean().item())
+            drift.append((probs[:, RIGHT] - probs[:, LEFT]).mean().item())
+            done = torch.zeros(1, episodes)
+            obs = np.stack([env.step(RIGHT)[0] for env in env_list])
+    return np.array(values)[list(positions)], np.array(drift)[list(positions)]
+
+
+def run_rows(args):
+    """Per run: a row for its initial network and one for its checkpoint."""
+    import importlib
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import memory_reach  # benchmarks/memory_reach.py: loads a run's checkpoint with its own arguments
+
+    positions = [int(x) for x in args.value_positions] or [0]
+    rows = []
+    for run_dir in args.run_dirs:
+        script = torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu", weights_only=False)["script"]
+        module = importlib.import_module(script[: -len(".py")])
+        checkpoint, run_args = memory_reach.load_run(run_dir, module)
+        length = int(json.loads(run_args.env_kwargs or "{}").get("corridor_length", 10))  # TMaze-v0's default: 10
+        env = gym.make("TMaze-v0", corridor_length=length)
+        torch.manual_seed(run_args.seed)
+        agent = module.Agent(env.observation_space, env.action_space, run_args)
+        for when in ("init", f"{checkpoint['global_step']:,}"):
+            if when != "init":
+                agent.load_state_dict(checkpoint["model"])
+            reached, far = simulate_policy(agent, length, args.max_episode_steps, args.episodes, run_args.seed)
+            value, drift = walk_profile(agent, length, positions, args.episodes, run_args.seed)
+            rows.append(f"| {run_args.exp_name} seed {run_args.seed} | {when} | {reached.mean():.2f} | {far.mean() / (length - 1):.2f} | "
+                        + " ".join(f"{v:.2f}" for v in value) + " | " + " ".join(f"{d:+.2f}" for d in drift) + " |")
+    return positions, rows
+
+
 def initial_policy_rows(args):
     import importlib
 
@@ -136,7 +193,7 @@ def initial_policy_rows(args):
                 for seed in args.init_seeds:
                     torch.manual_seed(seed)
                     agent = module.Agent(env.observation_space, env.action_space, module.Args(**HEADS[heads]))
-                    reached, far = simulate_initial_policy(agent, int(length), args.max_episode_steps, args.episodes, seed)
+                    reached, far = simulate_policy(agent, int(length), args.max_episode_steps, args.episodes, seed)
                     shares.append(reached.mean())
                     furthest.append(far.mean() / (int(length) - 1))
                 per_seed = " ".join(f"{x:.2f}" for x in shares)
@@ -165,4 +222,13 @@ if __name__ == "__main__":
         print(f"| script | heads | corridor length | P(junction within {args.max_episode_steps} steps) | per init seed | furthest position / (L - 1), mean |")
         print("|---|---|---|---|---|---|")
         for row in initial_policy_rows(args):
+            print(row, flush=True)
+    if args.run_dirs:
+        torch.set_num_threads(1)
+        positions, rows = run_rows(args)
+        at = " ".join(map(str, positions))
+        print(f"\nruns' policies, initial and trained, {args.episodes} episodes each (values and drifts at positions {at}):\n")
+        print(f"| run | step | P(junction within {args.max_episode_steps} steps) | furthest position / (L - 1) | value along a walk right | P(right) - P(left) |")
+        print("|---|---|---|---|---|---|")
+        for row in rows:
             print(row, flush=True)

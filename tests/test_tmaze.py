@@ -185,7 +185,7 @@ def test_exploration_probability_matches_a_random_policy_in_the_env():
 
 
 def test_simulated_initial_policy_matches_the_exact_chance_for_a_uniform_policy():
-    """tmaze_exploration.simulate_initial_policy: a uniform policy reaches the junction as often as the exact
+    """tmaze_exploration.simulate_policy: a uniform policy reaches the junction as often as the exact
     dynamic program says; a policy that always walks right reaches it in every episode."""
     import torch
     from conftest import load
@@ -205,15 +205,20 @@ def test_simulated_initial_policy_matches_the_exact_chance_for_a_uniform_policy(
         def actor(self, hidden):
             return self.logits.expand(*hidden.shape[:-1], 4)
 
+        def critic(self, hidden):
+            return hidden[..., 4:5] * 10.0  # the position code's 2**5 Gray bit (obs[4]): 10 at positions 32 .. 63
+
     length, limit, episodes = 8, 40, 600
-    reached, furthest = module.simulate_initial_policy(FixedPolicy([0.0, 0.0, 0.0, 0.0]), length, limit, episodes, seed=0)
+    reached, furthest = module.simulate_policy(FixedPolicy([0.0, 0.0, 0.0, 0.0]), length, limit, episodes, seed=0)
     p = module.reach_probability(length, limit)
     assert abs(reached.mean() - p) < 4 * np.sqrt(p * (1 - p) / episodes)
     assert (furthest[reached] == length - 1).all() and (furthest[~reached] < length - 1).all()
     right = np.full(4, -20.0)
     right[RIGHT] = 0.0
-    reached, furthest = module.simulate_initial_policy(FixedPolicy(right.tolist()), length, limit, 5, seed=0)
+    reached, furthest = module.simulate_policy(FixedPolicy(right.tolist()), length, limit, 5, seed=0)
     assert reached.all() and (furthest == length - 1).all()
+    value, drift = module.walk_profile(FixedPolicy(right.tolist()), 100, [0, 31, 32, 63], 3, seed=0)
+    assert np.allclose(value, [0, 0, 10, 10]) and np.allclose(drift, 1.0, atol=1e-6)
 
 
 def test_timeout_value_by_position():
@@ -228,3 +233,27 @@ def test_timeout_value_by_position():
     assert np.isclose(value[1], -0.1)
     value = module.timeout_value_by_position(120, 1000, 0.99)
     assert (np.diff(value[:80]) > 0).all() and value[0] > -10
+
+
+def test_run_rows_rebuild_the_runs_initial_network(tmp_path):
+    """tmaze_exploration --run-dirs: the "init" row is the run's own initial network (its seed, its arguments), so a
+    checkpoint that holds exactly that network gives the same numbers in both rows."""
+    import dataclasses
+
+    import gymnasium as gym
+    import torch
+    from conftest import load
+
+    import ppo_agalite
+
+    module = load("benchmarks/tmaze_exploration.py", "tmaze_exploration")
+    run_args = ppo_agalite.Args(env_kwargs='{"corridor_length": 12}', seed=3, exp_name="probe", n_layers=1, d_model=16, n_heads=2, d_head=8, d_ffc=16)
+    env = gym.make("TMaze-v0", corridor_length=12)
+    torch.manual_seed(3)
+    agent = ppo_agalite.Agent(env.observation_space, env.action_space, run_args)
+    torch.save({"script": "ppo_agalite.py", "args": dataclasses.asdict(run_args), "global_step": 2048, "model": agent.state_dict()}, tmp_path / "checkpoint.pt")
+    args = module.Args(lengths=[12], run_dirs=[str(tmp_path)], value_positions=[0, 5, 11], episodes=3, max_episode_steps=50)
+    positions, rows = module.run_rows(args)
+    assert positions == [0, 5, 11] and len(rows) == 2
+    assert "| init |" in rows[0] and "| 2,048 |" in rows[1]
+    assert rows[0].split("| init |")[1] == rows[1].split("| 2,048 |")[1]
