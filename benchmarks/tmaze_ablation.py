@@ -7,15 +7,14 @@ release heads, time-outs terminal) with one of its settings set to our default:
 
 | variant | tag | on top of the protocol's flags |
 |---|---|---|
-| release (the protocol itself) | protocol | (nothing) |
+| release (the protocol itself) | abl_release | (nothing) |
 | time-limit bootstrap | abl_bootstrap | --bootstrap-timeouts |
 | linear heads | abl_heads | --head-hidden 0 --actor-gain 0.01 --critic-gain 1 |
 | PPO update | abl_ppo | --update-epochs 4 --num-minibatches 4 --norm-adv |
 
-The runs are made by benchmarks/sweep.py, one invocation per variant (`--print-commands` prints them); the
-release variant's runs are the protocol tag's own 5M-step runs, which with a constant learning rate match a
-shorter run over its first steps. This reads every run's TensorBoard log up to `--budget` steps (so runs of
-different lengths are compared over the same steps) and prints one row per run:
+The runs are made by benchmarks/sweep.py, one invocation per variant and `--budget` steps per run
+(`--print-commands` prints them). This reads every run's TensorBoard log up to `--budget` steps (so longer runs
+are compared over the same steps) and prints one row per run:
 - first junction: the first logged update with an episode shorter than the time limit (an episode ends early only
   at the junction), i.e. the step by which the run had reached the junction at least once (to within one update);
 - junction share: the share of logged updates, over the whole budget, with an episode that ended at the junction;
@@ -48,7 +47,7 @@ PROTOCOL = ("--num-envs 8 --num-steps 256 --learning-rate 1e-4 --no-anneal-lr --
             "--no-bootstrap-timeouts --head-hidden 128 --actor-gain 1.414 --critic-gain 1.414")
 # variant: (sweep tag, flags after the protocol's; later flags win)
 VARIANTS = {
-    "release": ("protocol", ""),
+    "release": ("abl_release", ""),
     "time-limit bootstrap": ("abl_bootstrap", "--bootstrap-timeouts"),
     "linear heads": ("abl_heads", "--head-hidden 0 --actor-gain 0.01 --critic-gain 1"),
     "PPO update": ("abl_ppo", "--update-epochs 4 --num-minibatches 4 --norm-adv"),
@@ -70,15 +69,14 @@ class Args:
     """TMaze-v0's max_episode_steps (an episode that ends earlier ended at the junction)"""
     final_frac: float = 0.1
     print_commands: bool = False
-    """print the sweep commands that make the runs (the release variant: the protocol's 5M-step runs) and exit"""
+    """print the sweep commands that make the runs and exit"""
 
 
 def sweep_command(args, variant):
     tag, flags = VARIANTS[variant]
-    total = 5_000_000 if tag == "protocol" else args.budget
     return (f"python benchmarks/sweep.py --tag {tag} --env-id TMaze-v0 --scripts {' '.join(args.scripts)} "
             f"--grid env.corridor_length={args.corridor_length} --seeds {' '.join(map(str, args.seeds))} "
-            f"--total-timesteps {total} --jobs 1 -- {PROTOCOL} {flags}".rstrip())
+            f"--total-timesteps {args.budget} --jobs 1 -- {PROTOCOL} {flags}".rstrip())
 
 
 def run_dir(args, tag, script, seed):

@@ -25,7 +25,8 @@ over the visits to each position) at a few positions for the first of `--lengths
     python benchmarks/tmaze_exploration.py --lengths 120 --value-positions 0 10 20 40 60
 
 What did a run learn before it found the junction? `--run-dirs` takes runs' checkpoints (TMaze-v0, any script) and
-prints, for the run's initial network (its seed, its arguments) and for the checkpoint: how often its policy
+prints, for the run's initial network (its seed and arguments, built by the current code: a run started before a
+change to the initialisation began from another network) and for the checkpoint: how often its policy
 reaches the junction and how far right it gets, and along a walk straight right, the critic's value and the
 policy's P(right) - P(left) at `--value-positions` (means over `--episodes` walks):
 
