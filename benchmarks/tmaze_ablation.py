@@ -11,6 +11,11 @@ release heads, time-outs terminal) with one of its settings set to our default:
 | time-limit bootstrap | abl_bootstrap | --bootstrap-timeouts |
 | linear heads | abl_heads | --head-hidden 0 --actor-gain 0.01 --critic-gain 1 |
 | PPO update | abl_ppo | --update-epochs 4 --num-minibatches 4 --norm-adv |
+| frozen critic (a probe, not a protocol setting) | abl_vf0 | --vf-coef 0 |
+
+The last variant asks whether the critic's learning (e.g. a value that rises along the corridor when time-outs are
+terminal, tmaze_exploration.py --value-positions) is what leads a run to the junction: with --vf-coef 0 the critic
+keeps its initial weights and the advantages carry no learned signal about where to walk.
 
 The runs are made by benchmarks/sweep.py, one invocation per variant and `--budget` steps per run
 (`--print-commands` prints them). This reads every run's TensorBoard log up to `--budget` steps (so longer runs
@@ -51,6 +56,7 @@ VARIANTS = {
     "time-limit bootstrap": ("abl_bootstrap", "--bootstrap-timeouts"),
     "linear heads": ("abl_heads", "--head-hidden 0 --actor-gain 0.01 --critic-gain 1"),
     "PPO update": ("abl_ppo", "--update-epochs 4 --num-minibatches 4 --norm-adv"),
+    "frozen critic": ("abl_vf0", "--vf-coef 0"),
 }
 
 
