@@ -31,7 +31,6 @@ Usage:
     python benchmarks/tmaze_ablation.py --print-commands          # the sweep commands that make the runs
     python benchmarks/tmaze_ablation.py --budget 1000000            # the table (markdown) from runs/
 """
-import glob
 import math
 import os
 import shlex
@@ -45,6 +44,8 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "plots"))
 import tb_runs  # noqa: E402  (plots/tb_runs.py: reads the event files)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import sweep  # noqa: E402  (benchmarks/sweep.py: how the runs are named)
 
 # the release's T-Maze protocol (README), without --env-id, --total-timesteps and --checkpoint-every (sweep.py sets those)
 PROTOCOL = ("--num-envs 8 --num-steps 256 --learning-rate 1e-4 --no-anneal-lr --ent-coef 0.001 --vf-coef 0.5 "
@@ -70,7 +71,7 @@ class Args:
     budget: int = 1_000_000
     """compare every run over its first this many environment steps"""
     runs_dir: str = os.path.join(ROOT, "runs")
-    """where the runs are (the scripts' runs/ folder)"""
+    """where the runs are (the scripts' runs/ folder; the sweeps' working directory is the folder above it)"""
     time_limit: int = 1000
     """TMaze-v0's max_episode_steps (an episode that ends earlier ended at the junction)"""
     final_frac: float = 0.1
@@ -86,10 +87,11 @@ def sweep_command(args, variant):
 
 
 def run_dir(args, tag, script, seed):
-    """The newest run directory of (tag, script, seed) at this corridor length, or None."""
-    prefix = os.path.join(args.runs_dir, f"TMaze-v0__{tag}_{script}_L{args.corridor_length}__{seed}__")
-    found = [p for p in glob.glob(glob.escape(prefix) + "*") if os.path.isdir(p) and p.rsplit("__", 1)[-1].isdigit()]
-    return max(found, key=lambda p: int(p.rsplit("__", 1)[-1])) if found else None
+    """The newest run directory of (tag, script, seed) at this corridor length, or None (named as sweep.py names it)."""
+    grid = sweep.Args(tag=tag, scripts=[script], grid=[f"env.corridor_length={args.corridor_length}"], seeds=[seed],
+                      env_id="TMaze-v0", workdir=os.path.dirname(os.path.abspath(args.runs_dir)))
+    found = sweep.run_dirs(sweep.plan(grid, [])[0])
+    return found[-1] if found else None
 
 
 def summarize(scalars, budget, time_limit, final_frac=0.1):

@@ -77,15 +77,21 @@ class Args:
     """runs (with a checkpoint.pt) whose initial and trained policies to simulate and profile along the corridor"""
 
 
+def uniform_walk_step(p: np.ndarray) -> np.ndarray:
+    """One step of the uniform policy: the distribution over positions after it (the junction cell not cleared)."""
+    q = 0.5 * p  # up / down in the corridor: stay
+    q[1:] += 0.25 * p[:-1]  # right
+    q[:-1] += 0.25 * p[1:]  # left
+    q[0] += 0.25 * p[0]  # left at the wall: stay
+    return q
+
+
 def reach_probability(length: int, max_episode_steps: int) -> float:
     p = np.zeros(length)  # probability of being at each position, not yet having reached the junction
     p[0] = 1.0
     reached = 0.0
     for _ in range(max_episode_steps):
-        q = 0.5 * p  # up / down in the corridor: stay
-        q[1:] += 0.25 * p[:-1]  # right
-        q[:-1] += 0.25 * p[1:]  # left
-        q[0] += 0.25 * p[0]  # left at the wall: stay
+        q = uniform_walk_step(p)
         reached += q[-1]
         q[-1] = 0.0
         p = q
@@ -101,13 +107,17 @@ def timeout_value_by_position(length: int, max_episode_steps: int, gamma: float)
     for t in range(max_episode_steps):
         visits += p
         value_sum += p * -0.1 * (1 - gamma ** (max_episode_steps - t)) / (1 - gamma)
-        q = 0.5 * p
-        q[1:] += 0.25 * p[:-1]
-        q[:-1] += 0.25 * p[1:]
-        q[0] += 0.25 * p[0]
+        q = uniform_walk_step(p)
         q[-1] = 0.0  # the junction: the walk stops here (the chance of that is reach_probability)
         p = q
     return value_sum / np.maximum(visits, 1e-300)
+
+
+def policy_step(agent, obs, state, first):
+    """One acting step of a batch of single episodes: (hidden (1, B, H), action probabilities (B, A), new state)."""
+    done = torch.full((1, len(obs)), float(first))
+    hidden, state = agent.memory(torch.as_tensor(obs, dtype=torch.float32)[None], state, done)
+    return hidden, torch.softmax(agent.actor(hidden)[0], dim=-1), state
 
 
 def simulate_policy(agent, length, max_episode_steps, episodes, seed):
@@ -116,16 +126,13 @@ def simulate_policy(agent, length, max_episode_steps, episodes, seed):
     env_list = [gym.make("TMaze-v0", corridor_length=length, max_episode_steps=max_episode_steps).unwrapped for _ in range(episodes)]
     obs = np.stack([env.reset(seed=seed * 10_000 + i)[0] for i, env in enumerate(env_list)])
     state = agent.initial_state(episodes, "cpu")
-    done = torch.ones(1, episodes)
     reached = np.zeros(episodes, bool)
     furthest = np.zeros(episodes, int)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for _ in range(max_episode_steps):
-            hidden, state = agent.memory(torch.as_tensor(obs, dtype=torch.float32)[None], state, done)
-            probs = torch.softmax(agent.actor(hidden)[0], dim=-1)  # (episodes, 4)
+        for t in range(max_episode_steps):
+            _, probs, state = policy_step(agent, obs, state, first=t == 0)
             actions = torch.multinomial(probs, 1, generator=generator)[:, 0].tolist()
-            done = torch.zeros(1, episodes)
             for i, env in enumerate(env_list):
                 if not reached[i]:
                     obs[i] = env.step(actions[i])[0]
@@ -142,15 +149,12 @@ def walk_profile(agent, length, positions, episodes, seed):
     env_list = [gym.make("TMaze-v0", corridor_length=length).unwrapped for _ in range(episodes)]
     obs = np.stack([env.reset(seed=seed * 10_000 + i)[0] for i, env in enumerate(env_list)])
     state = agent.initial_state(episodes, "cpu")
-    done = torch.ones(1, episodes)
     values, drift = [], []
     with torch.no_grad():
-        for _ in range(max(positions) + 1):
-            hidden, state = agent.memory(torch.as_tensor(obs, dtype=torch.float32)[None], state, done)
-            probs = torch.softmax(agent.actor(hidden)[0], dim=-1)  # (episodes, 4)
+        for t in range(max(positions) + 1):
+            hidden, probs, state = policy_step(agent, obs, state, first=t == 0)
             values.append(agent.critic(hidden)[0, :, 0].mean().item())
             drift.append((probs[:, RIGHT] - probs[:, LEFT]).mean().item())
-            done = torch.zeros(1, episodes)
             obs = np.stack([env.step(RIGHT)[0] for env in env_list])
     return np.array(values)[list(positions)], np.array(drift)[list(positions)]
 
@@ -165,9 +169,8 @@ def run_rows(args):
     positions = [int(x) for x in args.value_positions] or [0]
     rows = []
     for run_dir in args.run_dirs:
-        script = torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu", weights_only=False)["script"]
-        module = importlib.import_module(script[: -len(".py")])
-        checkpoint, run_args = memory_reach.load_run(run_dir, module)
+        checkpoint, run_args = memory_reach.load_run(run_dir)
+        module = importlib.import_module(checkpoint["script"][: -len(".py")])
         length = int(json.loads(run_args.env_kwargs or "{}").get("corridor_length", 10))  # TMaze-v0's default: 10
         env = gym.make("TMaze-v0", corridor_length=length)
         torch.manual_seed(run_args.seed)
