@@ -30,6 +30,7 @@ are compared over the same steps) and prints one row per run:
 Usage:
     python benchmarks/tmaze_ablation.py --print-commands          # the sweep commands that make the runs
     python benchmarks/tmaze_ablation.py --budget 1000000            # the table (markdown) from runs/
+    python benchmarks/tmaze_ablation.py --tags protocol --scripts agalite gtrxl lstm --budget 5000000  # other sweeps
 """
 import math
 import os
@@ -77,6 +78,8 @@ class Args:
     final_frac: float = 0.1
     print_commands: bool = False
     """print the sweep commands that make the runs and exit"""
+    tags: List[str] = field(default_factory=list)
+    """read the runs of these sweep tags instead of the variants' (e.g. protocol: the 5M-step corridor runs)"""
 
 
 def sweep_command(args, variant):
@@ -123,7 +126,8 @@ def table(args):
     lines = [f"| variant | script | seed | steps read | first junction | junction share | success | return | solved at | entropy start -> end |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     missing = []
-    for variant, (tag, _) in VARIANTS.items():
+    variants = {tag: (tag, "") for tag in args.tags} if args.tags else VARIANTS
+    for variant, (tag, _) in variants.items():
         for script in args.scripts:
             for seed in args.seeds:
                 path = run_dir(args, tag, script, seed)

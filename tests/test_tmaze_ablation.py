@@ -53,3 +53,12 @@ def test_summary_reads_up_to_the_budget():
     assert row["entropy_start"] == 1.3 and abs(row["entropy_end"] - 0.5) < 1e-12
     never = tmaze_ablation.summarize({"charts/episodic_length": (steps, np.full(10, 1000.0))}, 10_000, 1000)
     assert never["first_junction"] is None and never["junction_share"] == 0 and never["solved_at"] is None
+
+
+def test_tags_replace_the_variants(monkeypatch):
+    asked = []
+    monkeypatch.setattr(tmaze_ablation, "run_dir", lambda args, tag, script, seed: asked.append((tag, script, seed)))
+    args = tmaze_ablation.Args(tags=["protocol"], scripts=["agalite", "gtrxl"], seeds=[1])
+    lines, missing = tmaze_ablation.table(args)
+    assert asked == [("protocol", "agalite", 1), ("protocol", "gtrxl", 1)]  # no variant's tag is read
+    assert missing == ["protocol agalite seed 1", "protocol gtrxl seed 1"] and len(lines) == 2
