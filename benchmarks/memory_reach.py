@@ -59,11 +59,16 @@ def model_args(module, settings):
     return tyro.cli(module.Args, args=[f"--{key.replace('_', '-')}={value}" for key, _, value in (s.partition("=") for s in settings)])
 
 
+def script_module(checkpoint):
+    """The ppo_<name> module whose script wrote the checkpoint."""
+    return importlib.import_module(checkpoint["script"][: -len(".py")])
+
+
 def load_run(run_dir, module=None):
     """(the run's checkpoint, module.Args with the run's own arguments) for a run of module's script; without a
     module, the script that wrote the checkpoint is imported."""
     checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu", weights_only=False)
-    module = module or importlib.import_module(checkpoint["script"][: -len(".py")])
+    module = module or script_module(checkpoint)
     if checkpoint["script"] != f"{module.__name__}.py":
         raise SystemExit(f"error: {run_dir} was written by {checkpoint['script']}, not {module.__name__}.py")
     return checkpoint, module.Args(**{k: v for k, v in checkpoint["args"].items() if k in module.Args.__dataclass_fields__})

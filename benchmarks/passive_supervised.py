@@ -78,7 +78,7 @@ def train(agent, run_args, L, args, label="", log=print):
         accuracy = float(np.mean(correct[-10:]))
         if step % 25 == 0:
             log(f"  {label} L {L} step {step}: loss {loss.item():.4f}, accuracy (last 10 batches) {accuracy:.2f}, {time.time() - start:.0f} s")
-        if solved_at is None and len(correct) >= 10 and accuracy >= args.stop_at > 0:
+        if len(correct) >= 10 and accuracy >= args.stop_at > 0:
             solved_at = step
             break
     return solved_at, step, loss.item(), accuracy

@@ -161,8 +161,6 @@ def walk_profile(agent, length, positions, episodes, seed):
 
 def run_rows(args):
     """Per run: a row for its initial network and one for its checkpoint."""
-    import importlib
-
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import memory_reach  # benchmarks/memory_reach.py: loads a run's checkpoint with its own arguments
 
@@ -170,7 +168,7 @@ def run_rows(args):
     rows = []
     for run_dir in args.run_dirs:
         checkpoint, run_args = memory_reach.load_run(run_dir)
-        module = importlib.import_module(checkpoint["script"][: -len(".py")])
+        module = memory_reach.script_module(checkpoint)
         length = int(json.loads(run_args.env_kwargs or "{}").get("corridor_length", 10))  # TMaze-v0's default: 10
         env = gym.make("TMaze-v0", corridor_length=length)
         torch.manual_seed(run_args.seed)
