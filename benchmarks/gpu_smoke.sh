@@ -5,6 +5,7 @@
 #     bash benchmarks/gpu_smoke.sh                 # every family (Memory Maze renders with EGL on the GPU)
 #     bash benchmarks/gpu_smoke.sh TMaze-v0        # one family
 #     COMPILE=off bash benchmarks/gpu_smoke.sh     # eager only (minutes; the default, both, adds compiled runs)
+#     UPDATES=3 bash benchmarks/gpu_smoke.sh       # updates per run (default 4; at least 3: steady_sps is timed from the second update on)
 # Writes benchmarks/results/gpu_smoke_<env id>.{csv,md}. A family whose package is not installed fails its line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -15,14 +16,15 @@ declare -A PLAN=(  # env id -> "num_envs num_steps extra arguments"
   [Craftax-Classic-Symbolic-v1]="1024 64"
   [MemoryMaze-9x9-v0]="8 128 --async-envs"
 )
+UPDATES=${UPDATES:-4}; [ "$UPDATES" -ge 3 ] || { echo "UPDATES must be at least 3"; exit 1; }
 ENVS=("$@"); [ ${#ENVS[@]} -eq 0 ] && ENVS=(TMaze-v0 MysteryPath-Grid-v0 Craftax-Classic-Symbolic-v1 MemoryMaze-9x9-v0)
 status=0
 for env in "${ENVS[@]}"; do
   read -r n k extra <<< "${PLAN[$env]:-16 128}"
   out="benchmarks/results/gpu_smoke_${env}"
-  echo "== $env: $n envs x $k steps, 4 updates per run ${extra}"
+  echo "== $env: $n envs x $k steps, $UPDATES updates per run ${extra}"
   MUJOCO_GL=${MUJOCO_GL:-egl} python benchmarks/train_speed.py --device cuda --env-id "$env" --num-envs "$n" \
-    --total-timesteps $((n * k * 4)) --extra "--num-steps $k $extra" --scripts agalite gtrxl lstm --compile "${COMPILE:-both}" \
+    --total-timesteps $((n * k * UPDATES)) --extra="--num-steps $k $extra" --scripts agalite gtrxl lstm --compile "${COMPILE:-both}" \
     --timeout 900 --out "$out" || { echo "FAILED: $env"; status=1; continue; }
   if grep -q ",cpu," "$out.csv"; then echo "FAILED: a run of $env did not use the GPU ($out.csv)"; status=1; fi
 done
