@@ -56,7 +56,8 @@ class Args:
     """cpu or cuda"""
     env_id: str = "TMaze-v0"
     extra: str = ""
-    """more arguments for every script, one string (e.g. '--num-steps 64')"""
+    """more arguments for every script, one string given with '=' (e.g. --extra='--num-steps 64': with a space
+    instead, the string's leading '--' reads as an option)"""
     quick: bool = False
     """tiny models and 3 updates: an end-to-end check in seconds"""
     out: str = os.path.join("benchmarks", "results", "train_speed")
