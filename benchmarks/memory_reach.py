@@ -17,10 +17,11 @@ sweep trains them), in float64, averaged over episodes and initialisations:
 
     python benchmarks/memory_reach.py --lengths 50 100 200 400 800
     python benchmarks/memory_reach.py --scripts agalite --set gate_bias=-3 --lengths 100 400 800
-    python benchmarks/memory_reach.py --scripts agalite --lengths 50 --run-dir runs/<a passive run>  # trained
+    python benchmarks/memory_reach.py --run-dir runs/<a passive run>  # trained: the run's model at its L
 """
 
 import importlib
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -49,7 +50,8 @@ class Args:
     set: list = field(default_factory=list)
     """model options KEY=VALUE for the fresh initialisations (e.g. gate_bias=-3), as the script's --key value"""
     run_dir: str = ""
-    """measure the model in this run's checkpoint.pt instead of fresh initialisations (one script, its L)"""
+    """measure the model in this run's checkpoint.pt instead of fresh initialisations: its script and its corridor
+    length (--scripts and --lengths are then taken from the run)"""
     threads: int = 1
     """torch.set_num_threads"""
 
@@ -118,10 +120,15 @@ if __name__ == "__main__":
     torch.set_num_threads(args.threads)
     print("| model | L | source | cue_effect (logits) | spread (logits) | P(up): cue up, down | grad_cue | grad_here | ratio |")
     print("|---|---:|---|---:|---:|---|---:|---:|---:|")
+    if args.run_dir:  # the run's own script and corridor length
+        checkpoint, run_args = load_run(args.run_dir)
+        if run_args.env_id != "TMazePassive-v0":
+            raise SystemExit(f"error: {args.run_dir} is a run on {run_args.env_id}; --run-dir measures TMazePassive-v0 runs")
+        args.scripts = [checkpoint["script"][len("ppo_") : -len(".py")]]
+        args.lengths = [json.loads(run_args.env_kwargs).get("corridor_length", 100)]  # (the env's default)
     for name in args.scripts:
         module = importlib.import_module(f"ppo_{name}")  # (the repository root is on sys.path)
         if args.run_dir:
-            checkpoint, run_args = load_run(args.run_dir, module)
             label = f"step {checkpoint['global_step']}"
         else:
             run_args = model_args(module, args.set)

@@ -1,5 +1,7 @@
 """benchmarks/memory_reach.py: the cue's effect on the junction decision, and how far back gradients reach."""
 
+import os
+
 import gymnasium as gym
 import torch
 
@@ -67,3 +69,29 @@ def test_lstm_forget_bias_sets_only_the_forget_gate_and_reaches_further():
         _, grad_cue, grad_here, *_ = memory_reach.measure(LSTMAgent(*spaces(40), args).double(), 40, n=2, seed=0)
         ratios[forget_bias] = grad_cue / grad_here
     assert ratios[3.0] > 100 * ratios[0.0]
+
+
+
+def test_run_dir_measures_the_run_at_its_own_corridor_length(tmp_path):
+    """--run-dir takes the script and L from the run's checkpoint: at L = 300 the position code has 9 bits, so a
+    model built for another L would not load it; a run on another env is refused with a message."""
+    import json
+    import subprocess
+    import sys
+
+    import ppo_agalite
+    from conftest import ROOT
+
+    small = dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_ffc=16, eta=2, r=2)
+    for env_id, name in (("TMazePassive-v0", "passive"), ("TMaze-v0", "active")):
+        args = AGaLiTeArgs(env_id=env_id, env_kwargs=json.dumps({"corridor_length": 300, "carried": True}), **small)
+        agent = AGaLiTeAgent(*spaces(300), args)
+        os.makedirs(tmp_path / name)
+        ppo_agalite.save_checkpoint(str(tmp_path / name / "checkpoint.pt"), agent, torch.optim.Adam(agent.parameters()), 3, 1234, args)
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "memory_reach.py"), "--episodes", "2", "--run-dir"]
+    out = subprocess.run(cmd + [str(tmp_path / "passive")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (row,) = [line for line in out.stdout.splitlines() if line.startswith("| agalite |")]
+    assert row.startswith("| agalite | 300 | step 1234 |")
+    out = subprocess.run(cmd + [str(tmp_path / "active")], capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "measures TMazePassive-v0 runs" in out.stderr and "Traceback" not in out.stderr
