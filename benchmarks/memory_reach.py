@@ -118,14 +118,14 @@ def measure(agent, L, n, seed):
 if __name__ == "__main__":
     args = tyro.cli(Args)
     torch.set_num_threads(args.threads)
-    print("| model | L | source | cue_effect (logits) | spread (logits) | P(up): cue up, down | grad_cue | grad_here | ratio |")
-    print("|---|---:|---|---:|---:|---|---:|---:|---:|")
     if args.run_dir:  # the run's own script and corridor length
         checkpoint, run_args = load_run(args.run_dir)
         if run_args.env_id != "TMazePassive-v0":
             raise SystemExit(f"error: {args.run_dir} is a run on {run_args.env_id}; --run-dir measures TMazePassive-v0 runs")
         args.scripts = [checkpoint["script"][len("ppo_") : -len(".py")]]
         args.lengths = [json.loads(run_args.env_kwargs).get("corridor_length", 100)]  # (the env's default)
+    print("| model | L | source | cue_effect (logits) | spread (logits) | P(up): cue up, down | grad_cue | grad_here | ratio |")
+    print("|---|---:|---|---:|---:|---|---:|---:|---:|")
     for name in args.scripts:
         module = importlib.import_module(f"ppo_{name}")  # (the repository root is on sys.path)
         if args.run_dir:

@@ -1,11 +1,15 @@
 """benchmarks/memory_reach.py: the cue's effect on the junction decision, and how far back gradients reach."""
 
+import json
 import os
+import subprocess
+import sys
 
 import gymnasium as gym
 import torch
 
-from conftest import load
+import ppo_agalite
+from conftest import ROOT, load
 from ppo_agalite import Agent as AGaLiTeAgent, Args as AGaLiTeArgs
 from ppo_gtrxl import Agent as GTrXLAgent, Args as GTrXLArgs
 
@@ -71,17 +75,9 @@ def test_lstm_forget_bias_sets_only_the_forget_gate_and_reaches_further():
     assert ratios[3.0] > 100 * ratios[0.0]
 
 
-
 def test_run_dir_measures_the_run_at_its_own_corridor_length(tmp_path):
     """--run-dir takes the script and L from the run's checkpoint: at L = 300 the position code has 9 bits, so a
     model built for another L would not load it; a run on another env is refused with a message."""
-    import json
-    import subprocess
-    import sys
-
-    import ppo_agalite
-    from conftest import ROOT
-
     small = dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_ffc=16, eta=2, r=2)
     for env_id, name in (("TMazePassive-v0", "passive"), ("TMaze-v0", "active")):
         args = AGaLiTeArgs(env_id=env_id, env_kwargs=json.dumps({"corridor_length": 300, "carried": True}), **small)
