@@ -122,7 +122,7 @@ if __name__ == "__main__":
         checkpoint, run_args = load_run(args.run_dir)
         if run_args.env_id != "TMazePassive-v0":
             raise SystemExit(f"error: {args.run_dir} is a run on {run_args.env_id}; --run-dir measures TMazePassive-v0 runs")
-        args.scripts = [checkpoint["script"][len("ppo_") : -len(".py")]]
+        args.scripts = [script_module(checkpoint).__name__.removeprefix("ppo_")]
         args.lengths = [json.loads(run_args.env_kwargs).get("corridor_length", 100)]  # (the env's default)
     print("| model | L | source | cue_effect (logits) | spread (logits) | P(up): cue up, down | grad_cue | grad_here | ratio |")
     print("|---|---:|---|---:|---:|---|---:|---:|---:|")
