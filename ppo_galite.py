@@ -142,7 +142,7 @@ class Args:
     the gates nearly closed: a value state then keeps about exp(-L e^b) of what it was given L steps before, so
     b near -ln(L) starts a memory that lasts L steps (passive T-Maze in the README: L = 100 solved with -5; longer
     memories trained fastest where benchmarks/memory_reach.py's initial cue effect peaks: -3 at L = 200, -4 at 400
-    and 800)"""
+    to 1500)"""
 
     # to be filled in runtime
     batch_size: int = 0
