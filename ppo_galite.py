@@ -141,8 +141,8 @@ class Args:
     """initial bias b of the forget gates' pre-activations beta, gamma and p3 (0: the release). Negative values start
     the gates nearly closed: a value state then keeps about exp(-L e^b) of what it was given L steps before, so
     b near -ln(L) starts a memory that lasts L steps (passive T-Maze in the README: L = 100 solved with -5; longer
-    memories trained fastest where benchmarks/memory_reach.py's initial cue effect peaks: -3 at L = 200, -4 at 400
-    to 1500)"""
+    memories were solved at the bias where benchmarks/memory_reach.py's initial cue effect peaks: -3 at L = 200, -4
+    from 400 to 1500)"""
 
     # to be filled in runtime
     batch_size: int = 0
