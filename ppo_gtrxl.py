@@ -139,10 +139,10 @@ class Args:
     memory_len: int = 128
     """past steps each step attends to (M): the cache of every layer's inputs (the paper's GTrXL-128)"""
     kv_cache: bool = False
-    """cache each layer's keys and values (2 * n_heads * d_head floats per step and layer) instead of its inputs, so
-    an acting step projects only the new step; the same outputs as the input cache with fixed weights, but the
-    training forward then starts from the keys and values stored during the rollout (computed with that rollout's
-    weights, like AGaLiTe's and the LSTM's stored states) instead of recomputing them from the stored inputs"""
+    """also carry each layer's keys and values of the cached steps (2 * n_heads * d_head more floats per step and
+    layer), so that an acting step projects only itself instead of all M cached inputs (about half the acting cost at
+    the defaults). Learning is unchanged: a training forward recomputes them from the cached inputs with the current
+    weights, as without this option, and after every update the carried ones are recomputed with the new weights"""
     gru_bias: float = 2.0
     """initial bias b_g of the GRU gates (2: each block starts close to the identity map)"""
 
@@ -312,9 +312,9 @@ class Agent(nn.Module):
     so the training forward rebuilds exactly the cache that acting saw; that costs L * M * d_model floats per
     environment and stored sequence start (4 * 128 * 128 = 65,536 floats, 256 KiB, with the defaults),
     against 14,336 for AGaLiTe's defaults and 1,200 for the LSTM's.
-    With --kv-cache the cache is (L, B, M, 2 * H * d) instead: each layer's keys and values at those steps
-    (`GTrXLBlock.keys_values` of its inputs), L * M * 2 * H * d floats per environment (262,144, 1 MiB, with
-    the defaults); the training forward uses them as stored instead of recomputing them with the current weights.
+    With --kv-cache the state has a third tensor, kv (L, B, M, 2 * H * d): each layer's keys and values at those
+    steps (`GTrXLBlock.keys_values` of its cached inputs), L * M * 2 * H * d more floats per environment (262,144,
+    1 MiB, with the defaults). Acting reads them; a training forward ignores them (see `memory`).
     """
 
     def __init__(self, observation_space, action_space, args):
@@ -332,12 +332,24 @@ class Agent(nn.Module):
         self.actor = make_head(args.d_model, sum(self.nvec), args.head_hidden, args.actor_gain)
         self.critic = make_head(args.d_model, 1, args.head_hidden, args.critic_gain)
         self.memory_len, self.kv_cache = args.memory_len, args.kv_cache
-        self.cache_width = 2 * args.n_heads * args.d_head if args.kv_cache else args.d_model  # floats per step and layer
+        self.kv_width = 2 * args.n_heads * args.d_head  # floats of one step's keys and values in one layer
 
     def initial_state(self, batch_size, device):
-        dtype = self.embed[0].weight.dtype  # the cache holds hidden states (or keys and values): the model's float type
-        cache = torch.zeros(len(self.layers), batch_size, self.memory_len, self.cache_width, dtype=dtype, device=device)
-        return cache, torch.zeros(1, batch_size, self.memory_len, dtype=torch.bool, device=device)
+        dtype = self.embed[0].weight.dtype  # the cache holds hidden states: the model's float type
+        L, M = len(self.layers), self.memory_len
+        cache = torch.zeros(L, batch_size, M, self.embed[0].out_features, dtype=dtype, device=device)
+        valid = torch.zeros(1, batch_size, M, dtype=torch.bool, device=device)
+        if not self.kv_cache:
+            return cache, valid
+        return cache, valid, torch.zeros(L, batch_size, M, self.kv_width, dtype=dtype, device=device)
+
+    def refresh_keys_values(self, state):
+        """With --kv-cache, after an update: the carried keys and values recomputed from the cached inputs with the
+        new weights (those stored were computed with the old ones), so that acting sees what the input cache gives."""
+        if not self.kv_cache:
+            return state
+        cache, valid, _ = state
+        return cache, valid, torch.stack([layer.keys_values(inputs) for layer, inputs in zip(self.layers, cache)])
 
     def memory(self, x, state, done):
         """x: (T, B, *obs_shape), done: (T, B) 1.0 where x[t] starts an episode -> (T, B, d_model), new state.
@@ -347,8 +359,11 @@ class Agent(nn.Module):
         T, B = done.shape
         M = self.memory_len
         hidden = self.embed(self.encoder(x.flatten(0, 1))).view(T, B, -1)  # (T, B, d_model)
-        cache, valid = state
-        cache = cache.detach().transpose(1, 2)  # (L, M, B, cache_width), time first like x; no gradient into the cache
+        cache, valid = state[:2]
+        cache = cache.detach().transpose(1, 2)  # (L, M, B, d_model), time first like x; no gradient into the cache
+        # --kv-cache: acting (no gradient wanted) reads the cached steps' keys and values as carried; a forward that
+        # wants a gradient recomputes them from the cached inputs, so that it reaches `key_value` through them too
+        stored_kv = state[2].detach().transpose(1, 2) if self.kv_cache and not torch.is_grad_enabled() else None
 
         # Which keys (M cached steps, then the T new ones) each new step may attend to: (B, T, M + T).
         # Number the episodes inside the chunk: episode[t] = episode starts among steps 0..t, 0 for the
@@ -363,17 +378,20 @@ class Agent(nn.Module):
         in_window = (distance >= 0) & (distance <= M)  # (T, M + T): causal, and no more than M steps back
         mask = same_episode & in_window
 
-        new_caches = []
-        for layer, layer_cache in zip(self.layers, cache):
-            # the cached steps' keys and values (M, B, 2 * H * d): as stored while acting, or from the stored inputs
-            cached_kv = layer_cache if self.kv_cache else layer.keys_values(layer_cache)
+        new_caches, new_kvs = [], []
+        for i, (layer, layer_cache) in enumerate(zip(self.layers, cache)):
+            # the cached steps' keys and values (M, B, 2 * H * d): as carried, or recomputed from the cached inputs
+            cached_kv = stored_kv[i] if stored_kv is not None else layer.keys_values(layer_cache)
             layer_input = hidden
             hidden, kv = layer(layer_input, cached_kv, mask, self.u, self.v)
-            # this layer's keys and values, or inputs, of the last M steps
-            new_caches.append(torch.cat([layer_cache, kv if self.kv_cache else layer_input])[-M:])
-        new_cache = torch.stack(new_caches).transpose(1, 2).detach()  # (L, B, M, cache_width)
+            new_caches.append(torch.cat([layer_cache, layer_input])[-M:])  # this layer's inputs of the last M steps
+            if self.kv_cache:
+                new_kvs.append(torch.cat([cached_kv, kv])[-M:])  # and their keys and values
+        new_cache = torch.stack(new_caches).transpose(1, 2).detach()  # (L, B, M, d_model)
         new_valid = same_episode[:, -1, -M:].unsqueeze(0)  # (1, B, M): the last M keys, seen from the last step
-        return hidden, (new_cache, new_valid)
+        if not self.kv_cache:
+            return hidden, (new_cache, new_valid)
+        return hidden, (new_cache, new_valid, torch.stack(new_kvs).transpose(1, 2).detach())  # kv: (L, B, M, 2 * H * d)
 
     def get_value(self, x, state, done):
         return self.critic(self.memory(x, state, done)[0]).squeeze(-1)  # (T, B)
@@ -719,6 +737,9 @@ if __name__ == "__main__":
 
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
+
+        with torch.no_grad():  # --kv-cache: the carried keys and values were computed with the weights before this update
+            next_state = agent.refresh_keys_values(next_state)
 
         y_pred, y_true = b_values.flatten().cpu().numpy(), b_returns.flatten().cpu().numpy()
         var_y = np.var(y_true)

@@ -54,7 +54,7 @@ H = n_heads, d = d_head, F = d_ffc, L = n_layers, o = observation features (16),
                                         + weighted values 2 B H K d + output 2 B H d D
     LSTM (one layer of h units):        input projection 2 B D 4h + recurrent product 2 B h 4h, i.e. the
                                         4h (h + D) multiply-adds per env of the cell, + embed and heads with h
-    GTrXL with --kv-cache (gtrxl_kv): the cache holds each layer's keys and values, so a step projects
+    GTrXL with --kv-cache (gtrxl_kv): the state also holds each layer's keys and values, so a step projects
                                         only its own: the terms 2 B K D 2 H d above become 2 B D 2 H d
                                         (W_R R is still formed for every distance at every step)
     Note: ppo_gtrxl.py by default caches each layer's INPUTS (as Transformer-XL does), so every step
@@ -66,7 +66,7 @@ Element-wise estimate of the attention core per layer and env (not counted by Fl
 Analytic state per environment (float32 = 4 bytes):
     AGaLiTe  L H (r d + r eta d + eta d) floats + the oscillators' tick (one int64)
     GaLiTe   L H (d eta d + eta d) floats
-    GTrXL    L memory_len D floats + the episode mask (memory_len bools); with --kv-cache L memory_len 2 H d floats
+    GTrXL    L memory_len D floats + the episode mask (memory_len bools); with --kv-cache L memory_len (D + 2 H d)
     LSTM     2 h floats
 
 Outputs: {out}.csv (one row per model config x batch size; training columns are per config, repeated on
@@ -283,7 +283,7 @@ def analytic_state_bytes(model, a, float_bytes=4):
     if model == "gtrxl":
         return float_bytes * a.n_layers * a.memory_len * a.d_model + a.memory_len  # + mask (bool)
     if model == "gtrxl_kv":
-        return float_bytes * a.n_layers * a.memory_len * 2 * a.n_heads * a.d_head + a.memory_len
+        return float_bytes * a.n_layers * a.memory_len * (a.d_model + 2 * a.n_heads * a.d_head) + a.memory_len
     if model == "lstm":
         return float_bytes * 2 * a.lstm_hidden
     raise ValueError(model)
@@ -315,10 +315,11 @@ def nontrivial_state(model, agent, B, n_obs, device, warm_steps, generator):
         done.fill_(1.0 if t == 0 else 0.0)
         _, state = agent.memory(random_obs(1, B, n_obs, device, generator), state, done)
     if model in ("gtrxl", "gtrxl_kv"):
-        cache, valid = state
+        cache, valid = state[:2]
         M, w = cache.shape[2], min(warm_steps, cache.shape[2])
         slots = M - w + torch.arange(M, device=device) % w  # the last w slots hold the steps written
-        state = (cache[:, :, slots].contiguous(), torch.ones_like(valid))
+        state = (cache[:, :, slots].contiguous(), torch.ones_like(valid), *state[2:])
+        state = agent.refresh_keys_values(state)  # --kv-cache: the keys and values of the filled slots
     return state
 
 

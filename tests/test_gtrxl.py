@@ -50,6 +50,8 @@ def test_chunk_equals_steps_with_a_carried_cache_and_episode_starts(kv_cache):
     torch.testing.assert_close(h_chunk, h_steps, rtol=0, atol=1e-10)
     torch.testing.assert_close(state_chunk[0], state_steps[0], rtol=0, atol=1e-10)
     assert torch.equal(state_chunk[1], state_steps[1])
+    if kv_cache:
+        torch.testing.assert_close(state_chunk[2], state_steps[2], rtol=0, atol=1e-10)
     # and splitting the chunk anywhere (T < M, T > M) gives the same as one chunk
     for cut in (1, 2, 6, 11, 12):
         h_a, s = agent.memory(x[:cut], state, done[:cut])
@@ -139,13 +141,14 @@ def test_state_size_grows_with_memory_len_only(memory_len):
 @pytest.mark.parametrize("kv_cache", [False, True])
 def test_no_gradient_flows_into_the_carried_cache(kv_cache):
     agent = make_agent(kv_cache=kv_cache)
-    cache, valid = agent.initial_state(2, "cpu")
+    cache, valid, *kv = agent.initial_state(2, "cpu")
     cache = torch.randn_like(cache, requires_grad=True)
+    kv = [torch.randn_like(t, requires_grad=True) for t in kv]
     valid = torch.ones_like(valid)
-    h, (new_cache, _) = agent.memory(inputs(4, 2, seed=9), (cache, valid), torch.zeros(4, 2, dtype=torch.float64))
-    assert not new_cache.requires_grad
+    h, new_state = agent.memory(inputs(4, 2, seed=9), (cache, valid, *kv), torch.zeros(4, 2, dtype=torch.float64))
+    assert not any(t.requires_grad for t in new_state)
     h.sum().backward()
-    assert cache.grad is None
+    assert cache.grad is None and all(t.grad is None for t in kv)
 
 
 @pytest.mark.parametrize("bad", [{"memory_len": 0}, {"n_heads": 0}, {"d_head": -1}, {"n_layers": 0}])
@@ -177,29 +180,63 @@ def test_kv_cache_gives_the_same_outputs_as_the_input_cache():
         torch.testing.assert_close(kv_logprob, logprob, rtol=0, atol=1e-10)
         torch.testing.assert_close(kv_value, value, rtol=0, atol=1e-10)
         assert torch.equal(kv_state[1], state[1])
-    # the stored keys and values are exactly those the input cache recomputes from its stored inputs
-    for layer, inputs_cache, kv_cache in zip(agent.layers, state[0], kv_state[0]):
+    # the same inputs are cached, and the carried keys and values are exactly those recomputed from them
+    torch.testing.assert_close(kv_state[0], state[0], rtol=0, atol=1e-10)
+    for layer, inputs_cache, kv_cache in zip(agent.layers, state[0], kv_state[2]):
         torch.testing.assert_close(kv_cache, layer.keys_values(inputs_cache), rtol=0, atol=1e-10)
+
+
+def test_kv_cache_leaves_learning_unchanged():
+    """--kv-cache changes only how acting computes: a training forward recomputes the cached keys and values, so the
+    gradient is the same as without it, and after an update `refresh_keys_values` makes acting match again."""
+    agent = make_agent()
+    kv_agent = make_agent(kv_cache=True)
+    kv_agent.load_state_dict(agent.state_dict())
+    B, T = 3, 2 * M + 1
+    x = inputs(3 * T, B, seed=20)
+    done = torch.zeros(3 * T, B, dtype=torch.float64)
+    done[0] = 1.0
+    done[T + 3, 1] = 1.0
+    with torch.no_grad():  # act for T steps: both caches are full at the training sequence's start
+        _, state = step_by_step(agent, x[:T], agent.initial_state(B, "cpu"), done[:T])
+        _, kv_state = step_by_step(kv_agent, x[:T], kv_agent.initial_state(B, "cpu"), done[:T])
+    for model, start_state in ((agent, state), (kv_agent, kv_state)):
+        h, _ = model.memory(x[T : 2 * T], start_state, done[T : 2 * T])  # a training forward from the stored state
+        ((model.critic(h) ** 2).sum() + model.actor(h).sin().sum()).backward()
+    key_value = kv_agent.layers[0].attention.key_value.weight
+    assert key_value.grad.abs().max() > 0
+    for (name, p), kv_p in zip(agent.named_parameters(), kv_agent.parameters()):
+        torch.testing.assert_close(kv_p.grad, p.grad, rtol=0, atol=1e-10, msg=name)
+    with torch.no_grad():  # an update to the weights, then acting goes on from the carried states
+        for model in (agent, kv_agent):
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+        h, _ = step_by_step(agent, x[T:], state, done[T:])
+        stale, _ = step_by_step(kv_agent, x[T:], kv_state, done[T:])
+        fresh, _ = step_by_step(kv_agent, x[T:], kv_agent.refresh_keys_values(kv_state), done[T:])
+    assert (stale - h).abs().max() > 1e-6  # keys and values of the old weights would act differently
+    torch.testing.assert_close(fresh, h, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("memory_len", [1, 5])
 def test_kv_cache_state_holds_keys_and_values(memory_len):
     agent = make_agent(memory_len=memory_len, kv_cache=True)
-    B, L, H, d = 3, 2, 2, 8
+    B, L, H, d, D = 3, 2, 2, 8, 16
+    shapes = [(L, B, memory_len, D), (1, B, memory_len), (L, B, memory_len, 2 * H * d)]
     state = agent.initial_state(B, "cpu")
-    assert [tuple(t.shape) for t in state] == [(L, B, memory_len, 2 * H * d), (1, B, memory_len)]
-    assert state[0].dtype == torch.float64 and state[1].dtype == torch.bool
+    assert [tuple(t.shape) for t in state] == shapes
+    assert state[2].dtype == torch.float64 and state[1].dtype == torch.bool
     with torch.no_grad():
         for T in (1, memory_len + 3):
             _, state = agent.memory(inputs(T, B, seed=T), state, torch.zeros(T, B, dtype=torch.float64))
-            assert [tuple(t.shape) for t in state] == [(L, B, memory_len, 2 * H * d), (1, B, memory_len)]
+            assert [tuple(t.shape) for t in state] == shapes
     # layer 0's keys and values are those of the embedded last observations
     x = inputs(memory_len, B, seed=12)
     with torch.no_grad():
-        _, (kv, _) = agent.memory(x, agent.initial_state(B, "cpu"), torch.zeros(memory_len, B, dtype=torch.float64))
+        _, (_, _, kv) = agent.memory(x, agent.initial_state(B, "cpu"), torch.zeros(memory_len, B, dtype=torch.float64))
         torch.testing.assert_close(kv[0], agent.layers[0].keys_values(agent.embed(x)).transpose(0, 1), rtol=0, atol=1e-12)
     floats = sum(t.numel() for t in state if t.is_floating_point())
-    assert floats == B * L * memory_len * 2 * H * d  # per environment: n_layers * memory_len * 2 * n_heads * d_head
+    assert floats == B * L * memory_len * (D + 2 * H * d)  # per environment: n_layers * memory_len * (d_model + 2 H d)
 
 
 # The release's GTrXL (issue: baselines as the paper ran them): queries from the raw block input, one (u, v)
