@@ -376,6 +376,8 @@ if __name__ == "__main__":
     start_iteration, global_step = 0, 0
     if checkpoint:
         agent.load_state_dict(checkpoint["model"])
+        for group in checkpoint["optimizer"]["param_groups"]:
+            group["capturable"] = cudagraphs  # a run may resume on another device (a GPU run on a CPU, or back)
         optimizer.load_state_dict(checkpoint["optimizer"])
         for group in optimizer.param_groups:
             group["lr"] = lr  # loading replaced it by a copy: keep the tensor that annealing fills

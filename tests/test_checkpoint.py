@@ -111,6 +111,27 @@ def test_resuming_with_other_arguments_another_script_or_no_checkpoint_fails_cle
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_checkpoint_of_a_gpu_run_with_cuda_graphs_resumes_on_a_cpu(script, tmp_path):
+    """A GPU run compiled with CUDA graphs steps a capturable Adam, and its checkpoint says so; a CPU cannot step
+    one. Made here from a CPU run's checkpoint (rewound by an iteration, marked capturable as a GPU run's is)."""
+    iterations = 2
+    args = dict(TINY, total_timesteps=iterations * NUM_ENVS * NUM_STEPS, checkpoint_every=1)
+    result = subprocess.run(cli(script, **args), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
+    checkpoint = read_checkpoint(path)
+    checkpoint["iteration"] -= 1
+    checkpoint["global_step"] -= NUM_ENVS * NUM_STEPS
+    for group in checkpoint["optimizer"]["param_groups"]:
+        group["capturable"] = True
+    torch.save(checkpoint, path)
+    result = subprocess.run(cli(script, **args, resume=os.path.dirname(path)), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert read_checkpoint(path)["global_step"] == iterations * NUM_ENVS * NUM_STEPS
+    assert not any(group["capturable"] for group in read_checkpoint(path)["optimizer"]["param_groups"])
+
+
 NAN_DRIVER = """
 import os, runpy, sys
 import gymnasium as gym
