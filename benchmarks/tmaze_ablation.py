@@ -31,6 +31,7 @@ Usage:
     python benchmarks/tmaze_ablation.py --print-commands          # the sweep commands that make the runs
     python benchmarks/tmaze_ablation.py --budget 1000000            # the table (markdown) from runs/
     python benchmarks/tmaze_ablation.py --tags protocol --scripts agalite gtrxl lstm --budget 5000000  # other sweeps
+    python benchmarks/tmaze_ablation.py --tags protocolgb --grid gate_bias=-3 --budget 5000000   # runs with grid options
 """
 import math
 import os
@@ -80,6 +81,8 @@ class Args:
     """print the sweep commands that make the runs and exit"""
     tags: List[str] = field(default_factory=list)
     """read the runs of these sweep tags instead of the variants' (e.g. protocol: the 5M-step corridor runs)"""
+    grid: List[str] = field(default_factory=list)
+    """further grid entries of the runs to read, as given to sweep.py's --grid (e.g. gate_bias=-3)"""
 
 
 def sweep_command(args, variant):
@@ -91,7 +94,7 @@ def sweep_command(args, variant):
 
 def run_dir(args, tag, script, seed):
     """The newest run directory of (tag, script, seed) at this corridor length, or None (named as sweep.py names it)."""
-    grid = sweep.Args(tag=tag, scripts=[script], grid=[f"env.corridor_length={args.corridor_length}"], seeds=[seed],
+    grid = sweep.Args(tag=tag, scripts=[script], grid=[f"env.corridor_length={args.corridor_length}"] + args.grid, seeds=[seed],
                       env_id="TMaze-v0", workdir=os.path.dirname(os.path.abspath(args.runs_dir)))
     found = sweep.run_dirs(sweep.plan(grid, [])[0])
     return found[-1] if found else None

@@ -62,3 +62,14 @@ def test_tags_replace_the_variants(monkeypatch):
     lines, missing = tmaze_ablation.table(args)
     assert asked == [("protocol", "agalite", 1), ("protocol", "gtrxl", 1)]  # no variant's tag is read
     assert missing == ["protocol agalite seed 1", "protocol gtrxl seed 1"] and len(lines) == 2
+
+
+def test_grid_entries_pick_the_runs_with_those_options(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "TMaze-v0__protocolgb_agalite_L120__2__100").mkdir(parents=True)
+    (runs / "TMaze-v0__protocolgb_agalite_L120_gate_bias-3__2__200").mkdir()
+    plain = tmaze_ablation.Args(runs_dir=str(runs))
+    biased = tmaze_ablation.Args(runs_dir=str(runs), grid=["gate_bias=-3"])
+    assert tmaze_ablation.run_dir(plain, "protocolgb", "agalite", 2).endswith("protocolgb_agalite_L120__2__100")
+    assert tmaze_ablation.run_dir(biased, "protocolgb", "agalite", 2).endswith("protocolgb_agalite_L120_gate_bias-3__2__200")
+    assert tmaze_ablation.run_dir(biased, "protocolgb", "agalite", 1) is None
