@@ -82,13 +82,13 @@ class Args:
     tags: List[str] = field(default_factory=list)
     """read the runs of these sweep tags instead of the variants' (e.g. protocol: the 5M-step corridor runs)"""
     grid: List[str] = field(default_factory=list)
-    """further grid entries of the runs to read, as given to sweep.py's --grid (e.g. gate_bias=-3)"""
+    """further grid entries of the runs (those read, and those --print-commands makes), as sweep.py's --grid (e.g. gate_bias=-3)"""
 
 
 def sweep_command(args, variant):
     tag, flags = VARIANTS[variant]
     return (f"python benchmarks/sweep.py --tag {tag} --env-id TMaze-v0 --scripts {' '.join(args.scripts)} "
-            f"--grid env.corridor_length={args.corridor_length} --seeds {' '.join(map(str, args.seeds))} "
+            f"--grid {' '.join([f'env.corridor_length={args.corridor_length}'] + args.grid)} --seeds {' '.join(map(str, args.seeds))} "
             f"--total-timesteps {args.budget} --jobs 1 -- {PROTOCOL} {flags}".rstrip())
 
 

@@ -73,3 +73,4 @@ def test_grid_entries_pick_the_runs_with_those_options(tmp_path):
     assert tmaze_ablation.run_dir(plain, "protocolgb", "agalite", 2).endswith("protocolgb_agalite_L120__2__100")
     assert tmaze_ablation.run_dir(biased, "protocolgb", "agalite", 2).endswith("protocolgb_agalite_L120_gate_bias-3__2__200")
     assert tmaze_ablation.run_dir(biased, "protocolgb", "agalite", 1) is None
+    assert "--grid env.corridor_length=120 gate_bias=-3 " in tmaze_ablation.sweep_command(biased, "release")  # makes what it reads
