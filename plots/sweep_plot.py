@@ -12,11 +12,15 @@ Two sources:
   in `--strip-prefixes` removed (ppo_agalite -> agalite, sweep_lstm_L60 -> lstm). Runs without the x key
   (e.g. the default corridor, env_kwargs {}) are left out with a note.
 * the summary CSV of benchmarks/sweep.py (`--csv`): columns script, <x-key>, seed, final_success,
-  final_return; final values as the sweep runner computed them; `--filter` applies to the CSV's columns.
+  final_return, solved_at; final values as the sweep runner computed them; `--filter` applies to the CSV's columns.
+  The line is the `--line-columns` (default: script) as the sweep names its runs: script, then _<column><value>
+  for each further column with a value (agalite_gate_bias-4_learning_rate0.001).
 
 Usage:
     python plots/sweep_plot.py --runs-dir runs --x-key corridor_length --metric success --out plots/results/tmaze_sweep
     python plots/sweep_plot.py --csv runs/sweep_summary.csv --metric return --ci t --out plots/results/tmaze_sweep_return
+    python plots/sweep_plot.py --csv plots/results/tmaze_passive.csv --line-columns script gate_bias learning_rate \
+        forget_bias --metric solved_at --show-unsolved --logx --logy --out plots/results/tmaze_passive
 """
 import csv
 import json
@@ -68,15 +72,23 @@ class Args:
     drop: List[str] = field(default_factory=list)
     """parts removed from exp_names wherever they stand, e.g. _carriedTrue: passive_agalite_L100_carriedTrue_gate_bias-3
     -> agalite_gate_bias-3 (event files only)"""
+    line_columns: List[str] = field(default_factory=lambda: ["script"])
+    """CSV only: the columns that name a line: the first one's value, then _<column><value> for each further column
+    with a value (rows without one, e.g. the default gate bias, stay on the plain script's line)"""
     rename: List[str] = field(default_factory=list)
-    """NAME=NEW: lines (after the prefixes, suffixes and drops) renamed; several names may share one line, e.g.
-    agalite_gate_bias-5=agalite_gate_bias~-lnL agalite_gate_bias-6.5=agalite_gate_bias~-lnL (event files only)"""
+    """NAME=NEW: lines (after the prefixes, suffixes and drops, or as --line-columns names them) renamed; several
+    names may share one line, e.g. agalite_gate_bias-5=agalite_gate_bias~-lnL agalite_gate_bias-6.5=agalite_gate_bias~-lnL"""
     ci: Literal["bootstrap", "t"] = "bootstrap"
     """confidence interval of the mean over seeds: percentile bootstrap or Student t (both 95%)"""
     n_boot: int = 2000
     """bootstrap resamples"""
+    show_unsolved: bool = False
+    """--metric solved_at with --csv: also draw each row without a solved_at as a cross at the steps it ran (its
+    `steps` column: not solved within them); crosses do not enter the means"""
     logx: bool = False
     """log-scale x axis"""
+    logy: bool = False
+    """log-scale y axis"""
     out: str = "plots/results/sweep"
     """output path without extension: <out>.png and <out>.pdf are written"""
 
@@ -140,16 +152,15 @@ def points_from_runs(args):
     return points
 
 
-def points_from_csv(args):
-    """[(line, x, seed, final value)] from the sweep summary CSV."""
-    column = METRICS[args.metric][1]
+def csv_rows(args, columns):
+    """The CSV's rows that pass --filter, each with its line name under "_line"; checks that `columns` exist."""
     if not os.path.isfile(args.csv):
         raise ValueError(f"CSV {args.csv!r} does not exist")
     with open(args.csv, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"CSV {args.csv!r} has no rows")
-    missing = [c for c in ("script", args.x_key, "seed", column) if c not in rows[0]]
+    missing = [c for c in (*args.line_columns, args.x_key, "seed", *columns) if c not in rows[0]]
     if missing:
         raise ValueError(f"CSV {args.csv!r} lacks the column(s) {missing}; it has {list(rows[0])}")
     filters = tb_runs.parse_filters(args.filter)
@@ -157,7 +168,19 @@ def points_from_csv(args):
         if key not in rows[0]:
             raise ValueError(f"filter key {key!r} is not a column of {args.csv!r}: {list(rows[0])}")
     rows = [r for r in rows if all(r[k] in allowed for k, allowed in filters.items())]
-    points = [(("", r["script"]), as_number(r[args.x_key], args.csv), r["seed"], as_number(r[column], args.csv)) for r in rows if r[column] not in ("", "nan")]
+    renames = dict(r.split("=", 1) for r in args.rename)
+    first, *others = args.line_columns
+    for row in rows:  # named as the sweep names its runs: agalite_gate_bias-4_learning_rate0.001
+        name = row[first] + "".join(f"_{c}{row[c]}" for c in others if row[c] not in ("", None))
+        row["_line"] = ("", renames.get(name, name))
+    return rows
+
+
+def points_from_csv(args):
+    """[(line, x, seed, final value)] from the sweep summary CSV."""
+    column = METRICS[args.metric][1]
+    rows = csv_rows(args, [column])
+    points = [(r["_line"], as_number(r[args.x_key], args.csv), r["seed"], as_number(r[column], args.csv)) for r in rows if r[column] not in ("", "nan")]
     if len(points) < len(rows):
         print(f"note: {len(rows) - len(points)} row(s) have no {column}" + (" (never solved)" if column == "solved_at" else "") + "; left out")
     if not points:
@@ -165,19 +188,37 @@ def points_from_csv(args):
     return points
 
 
+def unsolved_from_csv(args):
+    """[(line, x, seed, steps run)] of the CSV's runs without a solved_at (--show-unsolved)."""
+    rows = csv_rows(args, ["solved_at", "steps"])
+    return [(r["_line"], as_number(r[args.x_key], args.csv), r["seed"], as_number(r["steps"], args.csv))
+            for r in rows if r["solved_at"] in ("", "nan") and r["steps"] not in ("", "nan")]
+
+
 def main(args):
     """Draws the figure; returns the paths written. Raises ValueError on bad input."""
     if not 0 < args.final_frac <= 1:
         raise ValueError("--final-frac must be in (0, 1]")
+    if args.show_unsolved and not (args.csv and args.metric == "solved_at"):
+        raise ValueError("--show-unsolved draws the steps run from the CSV: use it with --csv and --metric solved_at")
     points = points_from_csv(args) if args.csv else points_from_runs(args)
-    lines = sorted({p[0] for p in points})
+    unsolved = unsolved_from_csv(args) if args.show_unsolved else []
+    lines = sorted({p[0] for p in points + unsolved})
     several_envs = len({env for env, _ in lines}) > 1
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8, 4.5) if len(lines) > 6 else (6, 4))
     print(f"{'line':<30} {args.x_key:>16} {'n':>3} {'mean':>8} {'ci_low':>8} {'ci_high':>8}")
     for i, line in enumerate(lines):
         color = plt.cm.tab10(i % 10)
         label = f"{line[1]} [{line[0]}]" if several_envs else line[1]
+        crosses = [p for p in unsolved if p[0] == line]
+        if crosses:
+            ax.scatter([p[1] for p in crosses], [p[3] for p in crosses], color=color, marker="x", s=40,
+                       label=None if any(p[0] == line for p in points) else f"{label} (none solved)")
+            for _, x, seed, steps in crosses:
+                print(f"{label:<30} {x:>16g}   not solved within {steps:g} steps (seed {seed})")
         xs = sorted({p[1] for p in points if p[0] == line})
+        if not xs:
+            continue
         means, lows, highs, ns = [], [], [], []
         for x in xs:
             values = np.array([p[3] for p in points if p[0] == line and p[1] == x])
@@ -195,11 +236,18 @@ def main(args):
         ax.set_ylim(-0.03, 1.03)
     if args.logx:
         ax.set_xscale("log")
+    if args.logy:
+        ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if len(lines) > 6:  # beside the axes, where it hides no point
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    else:
+        ax.legend(fontsize=8)
     if args.metric == "solved_at":
         how = "Steps to solve: " + ("as in the sweep CSV" if args.csv else f"the first step at which the mean success of "
                                     f"{args.solved_window} logged points reaches {args.solved_threshold}; unsolved runs left out")
+        if unsolved:
+            how += "; crosses: runs not solved within the steps they ran (not in the means)"
     else:
         how = "Final value: " + ("as in the sweep CSV" if args.csv else f"mean of the last {args.final_frac:.0%} of each run's logged points")
     caption = (f"{how}. Points: mean over seeds (n in the legend); error bars: "

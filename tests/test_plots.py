@@ -237,6 +237,47 @@ def test_sweep_plot_from_csv(tmp_path, capsys):
         sweep_plot.main(sweep_plot.Args(csv=str(path), filter=["arch=lstm"], out=out))
 
 
+def test_sweep_plot_csv_line_columns_and_unsolved(tmp_path, capsys):
+    """--line-columns names the lines as the sweep names its runs (rows without a value stay on the plain script's
+    line); --rename works on CSV lines; --show-unsolved draws the rows without solved_at at the steps they ran,
+    outside the means, also for a line that solved nothing."""
+    path = tmp_path / "kept.csv"
+    rows = [("agalite", "", "", 50, 1, "473000", "473000"), ("agalite", "", "", 50, 2, "225000", ""),
+            ("agalite", "", "", 100, 1, "", "3000000"), ("agalite", "-3", "0.001", 200, 1, "180000", ""),
+            ("agalite", "-4", "0.001", 400, 1, "616000", ""), ("agalite", "-4", "0.001", 400, 2, "", "900000"),
+            ("gtrxl", "", "", 50, 1, "33000", ""), ("gtrxl", "", "0.001", 400, 1, "", "2200000"), ("lstm", "", "", 50, 1, "", "")]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["script", "corridor_length", "gate_bias", "learning_rate", "seed"] + sweep_tool.STAT_COLUMNS, restval="")
+        writer.writeheader()
+        for script, bias, lr, length, seed, solved_at, steps in rows:
+            writer.writerow({"script": script, "corridor_length": length, "gate_bias": bias, "learning_rate": lr, "seed": seed,
+                             "solved_at": solved_at, "steps": steps})
+    columns = ["script", "gate_bias", "learning_rate"]
+    args = sweep_plot.Args(csv=str(path), metric="solved_at", line_columns=columns, show_unsolved=True, ci="t", logx=True, logy=True,
+                           out=str(tmp_path / "steps"))
+    points = sweep_plot.points_from_csv(args)
+    assert sorted((line, x, value) for (_, line), x, _, value in points) == [
+        ("agalite", 50.0, 225000.0), ("agalite", 50.0, 473000.0), ("agalite_gate_bias-3_learning_rate0.001", 200.0, 180000.0),
+        ("agalite_gate_bias-4_learning_rate0.001", 400.0, 616000.0), ("gtrxl", 50.0, 33000.0)]
+    assert "4 row(s) have no solved_at (never solved)" in capsys.readouterr().out
+    # the lstm row ran no recorded steps: no cross
+    assert sorted((line, x, steps) for (_, line), x, _, steps in sweep_plot.unsolved_from_csv(args)) == [
+        ("agalite", 100.0, 3000000.0), ("agalite_gate_bias-4_learning_rate0.001", 400.0, 900000.0), ("gtrxl_learning_rate0.001", 400.0, 2200000.0)]
+    sweep_plot.main(args)
+    assert_figure_files(str(tmp_path / "steps"))
+    printed = capsys.readouterr().out
+    assert "gtrxl_learning_rate0.001                    400   not solved within 2.2e+06 steps (seed 1)" in printed
+    assert [row.split()[:4] for row in printed.splitlines() if row.startswith("agalite_gate_bias-4")] == [
+        ["agalite_gate_bias-4_learning_rate0.001", "400", "not", "solved"], ["agalite_gate_bias-4_learning_rate0.001", "400", "1", "616000.000"]]
+    renamed = sweep_plot.points_from_csv(sweep_plot.Args(csv=str(path), metric="solved_at", line_columns=columns, rename=[
+        "agalite_gate_bias-3_learning_rate0.001=lr1e-3", "agalite_gate_bias-4_learning_rate0.001=lr1e-3"]))
+    assert sorted((line, x, value) for (_, line), x, _, value in renamed if line == "lr1e-3") == [("lr1e-3", 200.0, 180000.0), ("lr1e-3", 400.0, 616000.0)]
+    with pytest.raises(ValueError, match="lacks the column"):
+        sweep_plot.main(sweep_plot.Args(csv=str(path), line_columns=["script", "forget_bias"], out=str(tmp_path / "x")))
+    with pytest.raises(ValueError, match="--show-unsolved"):
+        sweep_plot.main(sweep_plot.Args(csv=str(path), metric="success", show_unsolved=True, out=str(tmp_path / "x")))
+
+
 # ---------------------------------------------------------------- the sweep runner
 
 STUB = '''"""Stands in for ppo_<script>.py: notes its call, writes a run as the scripts do, exits (3 with --fail)."""
