@@ -196,6 +196,20 @@ def unsolved_from_csv(args):
             for r in rows if r["solved_at"] in ("", "nan") and r["steps"] not in ("", "nan")]
 
 
+def spread_crosses(unsolved, logx, width=0.02):
+    """The x at which to draw each unsolved run: the runs at one x side by side, `width` of a decade apart on a log
+    axis (of the x range on a linear one), in the order given, so that runs capped at the same steps (say two seeds
+    at a 3M cap) do not hide each other."""
+    xs = [p[1] for p in unsolved]
+    span = (max(xs) - min(xs) if xs else 0.0) or 1.0
+    out = []
+    for i, x in enumerate(xs):
+        same = [j for j, other in enumerate(xs) if other == x]
+        offset = (same.index(i) - (len(same) - 1) / 2) * width
+        out.append(x * 10 ** offset if logx else x + offset * span)
+    return out
+
+
 def main(args):
     """Draws the figure; returns the paths written. Raises ValueError on bad input."""
     if not 0 < args.final_frac <= 1:
@@ -205,17 +219,19 @@ def main(args):
     points = points_from_csv(args) if args.csv else points_from_runs(args)
     unsolved = unsolved_from_csv(args) if args.show_unsolved else []
     lines = sorted({p[0] for p in points + unsolved})
+    unsolved = sorted(unsolved, key=lambda p: lines.index(p[0]))  # side by side at an x in the legend's order
+    drawn_x = spread_crosses(unsolved, args.logx)
     several_envs = len({env for env, _ in lines}) > 1
     fig, ax = plt.subplots(figsize=(8, 4.5) if len(lines) > 6 else (6, 4))
     print(f"{'line':<30} {args.x_key:>16} {'n':>3} {'mean':>8} {'ci_low':>8} {'ci_high':>8}")
     for i, line in enumerate(lines):
         color = plt.cm.tab10(i % 10)
         label = f"{line[1]} [{line[0]}]" if several_envs else line[1]
-        crosses = [p for p in unsolved if p[0] == line]
+        crosses = [(p, at) for p, at in zip(unsolved, drawn_x) if p[0] == line]
         if crosses:
-            ax.scatter([p[1] for p in crosses], [p[3] for p in crosses], color=color, marker="x", s=40,
+            ax.scatter([at for _, at in crosses], [p[3] for p, _ in crosses], color=color, marker="x", s=40,
                        label=None if any(p[0] == line for p in points) else f"{label} (none solved)")
-            for _, x, seed, steps in crosses:
+            for (_, x, seed, steps), _ in crosses:
                 print(f"{label:<30} {x:>16g}   not solved within {steps:g} steps (seed {seed})")
         xs = sorted({p[1] for p in points if p[0] == line})
         if not xs:
@@ -248,7 +264,7 @@ def main(args):
         how = "Steps to solve: " + ("as in the sweep CSV" if args.csv else f"the first step at which the mean success of "
                                     f"{args.solved_window} logged points reaches {args.solved_threshold}; unsolved runs left out")
         if unsolved:
-            how += "; crosses: runs not solved within the steps they ran (not in the means)"
+            how += "; crosses: runs not solved within the steps they ran (not in the means; those at one x side by side)"
     else:
         how = "Final value: " + ("as in the sweep CSV" if args.csv else f"mean of the last {args.final_frac:.0%} of each run's logged points")
     caption = (f"{how}. Points: mean over seeds (n in the legend); error bars: "

@@ -263,6 +263,11 @@ def test_sweep_plot_csv_line_columns_and_unsolved(tmp_path, capsys):
     # the lstm row ran no recorded steps: no cross
     assert sorted((line, x, steps) for (_, line), x, _, steps in sweep_plot.unsolved_from_csv(args)) == [
         ("agalite", 100.0, 3000000.0), ("agalite_gate_bias-4_learning_rate0.001", 400.0, 900000.0), ("gtrxl_learning_rate0.001", 400.0, 2200000.0)]
+    # runs at one x are drawn side by side around it, so that two capped at the same steps do not hide each other
+    spread = sweep_plot.spread_crosses([("a", 400.0, 1, 3e6), ("b", 400.0, 1, 3e6), ("b", 400.0, 2, 3e6), ("a", 100.0, 1, 3e6)], logx=True)
+    assert spread[0] < spread[1] < spread[2] and spread[3] == 100.0 and np.isclose(spread[0] * spread[2], 400.0 ** 2)
+    assert all(abs(np.log10(x / 400.0)) <= 0.02 + 1e-12 for x in spread[:3])
+    assert np.allclose(sweep_plot.spread_crosses([("a", 10.0, 1, 1.0), ("b", 10.0, 1, 1.0), ("a", 60.0, 1, 1.0)], logx=False), [9.5, 10.5, 60.0])
     sweep_plot.main(args)
     assert_figure_files(str(tmp_path / "steps"))
     printed = capsys.readouterr().out
