@@ -249,16 +249,20 @@ class GaLiTeAttention(nn.Module):
         # (1 - beta_t)(1 - gamma_t)^T instead of 1 - beta_t gamma_t^T (shared/AGALITE.md section 2).
         # The exact decay does not factorise over time (the decay from step i to step t is a full d x eta*d
         # matrix), so training runs the recurrence itself: a loop over the T steps, one state at a time.
-        # (A parallel scan over the T stacked matrices gives the same numbers about 4.6x slower on a CPU.)
+        # (A parallel scan over the T stacked matrices gives the same numbers about 4.6x slower on a CPU, measured
+        # before the loop took its steps with unbind.) The steps are taken with unbind, not beta[t]: the backward
+        # of indexing writes a zero tensor the size of all T steps at every step (work growing as T^2; the
+        # backward at T = 401, B = 4 took 4x longer).
         C, s = state  # (B, H, d, eta*d), (B, H, eta*d)
         attn = []
-        for t in range(T):
-            keep_t = keep[t].view(B, 1, 1)
+        steps = zip(*(a.unbind(0) for a in (keep, beta, gamma, v_in, k_in, query)))  # one slice of each per step
+        for keep_t, beta_t, gamma_t, v_in_t, k_in_t, query_t in steps:
+            keep_t = keep_t.view(B, 1, 1)
             C, s = C * keep_t.unsqueeze(-1), s * keep_t  # forget the state where x[t] starts an episode
-            C = (1 - beta[t].unsqueeze(-1) * gamma[t].unsqueeze(-2)) * C + v_in[t].unsqueeze(-1) * k_in[t].unsqueeze(-2)
-            s = (1 - gamma[t]) * s + k_in[t]
-            numerator = (C @ query[t].unsqueeze(-1)).squeeze(-1)  # (B, H, d)
-            denominator = (s * query[t]).sum(-1, keepdim=True) + self.eps  # (B, H, 1)
+            C = (1 - beta_t.unsqueeze(-1) * gamma_t.unsqueeze(-2)) * C + v_in_t.unsqueeze(-1) * k_in_t.unsqueeze(-2)
+            s = (1 - gamma_t) * s + k_in_t
+            numerator = (C @ query_t.unsqueeze(-1)).squeeze(-1)  # (B, H, d)
+            denominator = (s * query_t).sum(-1, keepdim=True) + self.eps  # (B, H, 1)
             attn.append((numerator / denominator).flatten(-2))  # (B, H*d)
         return self.out(torch.stack(attn)), (C, s)  # (T, B, d_model)
 
