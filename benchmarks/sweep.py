@@ -27,7 +27,8 @@ script, one column per grid key, seed, final_success, final_return (mean of the 
 logged points of charts/success_rate and charts/episodic_return), solved_at (the first step at which the mean
 success of --solved-window consecutive logged points reaches --solved-threshold; empty if never), sps (the last
 logged charts/SPS), steps (the last logged step), wall_time_s, run_dir. For a run resumed from a checkpoint, sps and
-wall_time_s are those of its last attempt only (the scripts count SPS from where they resumed). The exit status is 1 if a run failed.
+wall_time_s are those of its last attempt only (the scripts count SPS from where they resumed). The exit status is 1
+if a run failed.
 
 Usage:
     python benchmarks/sweep.py --scripts agalite gtrxl lstm --grid env.corridor_length=10,60,120 --seeds 1 2 --total-timesteps 500000 --jobs 2

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import List, Literal, Optional
 
@@ -202,10 +203,10 @@ def spread_crosses(unsolved, logx, width=0.02):
     at a 3M cap) do not hide each other."""
     xs = [p[1] for p in unsolved]
     span = (max(xs) - min(xs) if xs else 0.0) or 1.0
-    out = []
-    for i, x in enumerate(xs):
-        same = [j for j, other in enumerate(xs) if other == x]
-        offset = (same.index(i) - (len(same) - 1) / 2) * width
+    at_x, placed, out = Counter(xs), Counter(), []
+    for x in xs:
+        offset = (placed[x] - (at_x[x] - 1) / 2) * width  # slots centred on x
+        placed[x] += 1
         out.append(x * 10 ** offset if logx else x + offset * span)
     return out
 
