@@ -166,6 +166,26 @@ def make_head(n_in, n_out, hidden, gain):
     return nn.Sequential(layer_init(nn.Linear(n_in, hidden)), nn.Tanh(), layer_init(nn.Linear(hidden, n_out), std=gain))
 
 
+class RecurrentWeightGrad(torch.autograd.Function):
+    """gates_x -> gates_x (identity), whose backward also gives the recurrent weight W_h its whole gradient at once.
+
+    The unrolled loop in Agent.memory() multiplies h_{t-1} by W_h.detach(), so that autograd does not build a full
+    (4*hidden, hidden) gradient of W_h at each of the T steps and add them up (that was most of the backward: at
+    T = 401, B = 4 it took 2.0-2.3 s, now 0.7 s). W_h's gradient is sum_t G_t^T h_{t-1}, where G_t (B, 4*hidden) is
+    the gradient of the gate pre-activations at step t, which is exactly the gradient that arrives at gates_x[t]
+    here: one (4*hidden, T*B) x (T*B, hidden) product. h_prev (T, B, hidden) is a buffer that the loop fills after
+    this forward and that backward reads. Values and gradients equal torch.nn.LSTM's (tests/test_scripts.py)."""
+
+    @staticmethod
+    def forward(ctx, gates_x, weight, h_prev):
+        ctx.h_prev = h_prev  # not save_for_backward: the loop writes into it after this call
+        return gates_x.view_as(gates_x)
+
+    @staticmethod
+    def backward(ctx, grad):  # grad: (T, B, 4*hidden)
+        return grad, grad.flatten(0, 1).T @ ctx.h_prev.flatten(0, 1), None
+
+
 class Agent(nn.Module):
     """Encoder -> Linear(d_model) + ReLU -> LSTM -> actor and critic heads.
 
@@ -202,13 +222,17 @@ class Agent(nn.Module):
         # product per step. The steps are taken with unbind, not gates_x[t]: the backward of gates_x[t] writes a
         # zero tensor the size of all of gates_x at every step (work growing as T^2: forward + backward 2.5x slower
         # at T = 401, B = 8).
-        gates_x = self.lstm_x(hidden)  # (T, B, 4*hidden)
+        # W_h is used detached in the loop and gets its gradient for all T steps in one product (RecurrentWeightGrad).
+        h_prev = hidden.new_empty(T, B, self.hidden_size)  # the loop's h_{t-1}, for that product
+        gates_x = RecurrentWeightGrad.apply(self.lstm_x(hidden), self.lstm_h.weight, h_prev)  # (T, B, 4*hidden)
+        w_h = self.lstm_h.weight.detach()  # (4*hidden, hidden); the gradient still flows back through h
         h, c = state[0][0], state[1][0]  # (B, hidden)
         outputs = []
-        for gates_x_t, done_t in zip(gates_x.unbind(0), done.unbind(0)):  # (B, 4*hidden), (B,)
+        for t, (gates_x_t, done_t) in enumerate(zip(gates_x.unbind(0), done.unbind(0))):  # (B, 4*hidden), (B,)
             keep = (1.0 - done_t).unsqueeze(-1)  # (B, 1): forget the state where an episode starts
             h, c = keep * h, keep * c
-            i, f, g, o = (gates_x_t + self.lstm_h(h)).chunk(4, dim=-1)
+            h_prev[t] = h.detach()
+            i, f, g, o = (gates_x_t + h @ w_h.T).chunk(4, dim=-1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
             outputs.append(h)

@@ -240,3 +240,46 @@ def test_compiled_update_and_acting_step_equal_eager(script):
     torch.testing.assert_close(value, value_eager[0], rtol=0, atol=1e-5)
     for a, b in zip(new_state, state_eager):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_lstm_equals_torch_lstm_in_values_and_gradients(compiled):
+    """ppo_lstm.py's hand-unrolled LSTM, whose recurrent weight gets its gradient in one product after the loop
+    (RecurrentWeightGrad), gives the outputs, final state and gradients (every parameter and the initial state)
+    of torch.nn.LSTM with the same weights, stepped once per step with the state zeroed where an episode starts."""
+    torch._dynamo.reset()
+    _, agent = make_agent("ppo_lstm")
+    T, B, H = 12, 3, SMALL["ppo_lstm"]["lstm_hidden"]
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(T, B, 7, generator=g, dtype=torch.float64)
+    done = (torch.rand(T, B, generator=g) < 0.2).double()
+    state = tuple(s.clone().requires_grad_() for s in warm_state(agent, B, seed=4))
+    weights = torch.randn(T, B, H, generator=g, dtype=torch.float64)  # a loss that weighs every output differently
+
+    reference = torch.nn.LSTM(SMALL["ppo_lstm"]["d_model"], H).double()
+    with torch.no_grad():
+        reference.weight_ih_l0.copy_(agent.lstm_x.weight)
+        reference.bias_ih_l0.copy_(agent.lstm_x.bias)
+        reference.weight_hh_l0.copy_(agent.lstm_h.weight)
+        reference.bias_hh_l0.zero_()  # nn.LSTM's second bias; ours has one
+    hidden = agent.embed(agent.encoder(x.flatten(0, 1))).view(T, B, -1)
+    h, c = state
+    outputs = []
+    for t in range(T):
+        keep = (1.0 - done[t]).view(1, B, 1)
+        out, (h, c) = reference(hidden[t : t + 1], (keep * h, keep * c))
+        outputs.append(out)
+    (torch.cat(outputs) * weights).sum().backward()
+    grads = (reference.weight_ih_l0, reference.bias_ih_l0, reference.weight_hh_l0, *agent.embed.parameters(), *state)
+    expected = [torch.cat(outputs), h, c] + [p.grad.clone() for p in grads]
+    agent.zero_grad()
+    for s in state:
+        s.grad = None
+
+    memory = torch.compile(agent.memory, fullgraph=True) if compiled else agent.memory
+    out, (h, c) = memory(x, state, done)
+    (out * weights).sum().backward()
+    grads = (agent.lstm_x.weight, agent.lstm_x.bias, agent.lstm_h.weight, *agent.embed.parameters(), *state)
+    got = [out, h, c] + [p.grad for p in grads]
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
