@@ -71,6 +71,8 @@ class Args:
     """total timesteps of the experiments"""
     learning_rate: float = 2.5e-4
     """the learning rate of the optimizer"""
+    adam_eps: float = 1e-5
+    """eps of the Adam optimizer (1e-5: CleanRL's; 1e-8: optax's default, which the authors' release used)"""
     num_envs: int = 16
     """the number of parallel game environments"""
     num_steps: int = 128
@@ -336,6 +338,24 @@ def act(agent, obs, state, done):
     return action[0], logprob[0], value[0], state
 
 
+def gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
+    """Generalized advantage estimation over a rollout: rewards, values, dones (num_steps, num_envs), where dones[t]
+    = 1 when obs[t] starts an episode; next_value, next_done (num_envs,) for the step after the rollout. Returns the
+    advantages and the lambda-returns (advantages + values), the trace cut at every episode end."""
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = 0
+    for t in reversed(range(rewards.shape[0])):
+        if t == rewards.shape[0] - 1:
+            nextnonterminal = 1.0 - next_done
+            nextvalues = next_value
+        else:
+            nextnonterminal = 1.0 - dones[t + 1]
+            nextvalues = values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
 def ppo_loss(agent, args, obs, state, dones, actions, logprobs, advantages, returns, values):
     """The PPO loss of a minibatch of whole sequences (each input (seq_len, n, ...); state: their start states)
     -> loss, and its parts and diagnostics stacked: policy loss, value loss, entropy, old and new approx. KL, clipfrac."""
@@ -398,7 +418,7 @@ if __name__ == "__main__":
     # the learning rate is a tensor, so that annealing it does not make a compiled optimizer step recompile
     lr = torch.tensor(args.learning_rate, device=device)
     cudagraphs = args.compile and args.cudagraphs and device.type == "cuda"
-    optimizer = optim.Adam(agent.parameters(), lr=lr, eps=1e-5, capturable=cudagraphs)
+    optimizer = optim.Adam(agent.parameters(), lr=lr, eps=args.adam_eps, capturable=cudagraphs)
     start_iteration, global_step = 0, 0
     if checkpoint:
         agent.load_state_dict(checkpoint["model"])
@@ -536,18 +556,7 @@ if __name__ == "__main__":
         # bootstrap value if not done
         with torch.no_grad():
             next_value = agent.get_value(next_obs[None], next_state, next_done[None])[0]
-            advantages = torch.zeros_like(rewards).to(device)
-            lastgaelam = 0
-            for t in reversed(range(args.num_steps)):
-                if t == args.num_steps - 1:
-                    nextnonterminal = 1.0 - next_done
-                    nextvalues = next_value
-                else:
-                    nextnonterminal = 1.0 - dones[t + 1]
-                    nextvalues = values[t + 1]
-                delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
-                advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
-            returns = advantages + values
+            advantages, returns = gae(rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda)
 
         # cut the rollout into sequences: (seq_len, num_seqs, ...), and their stored start states
         b_obs = to_sequences(obs)

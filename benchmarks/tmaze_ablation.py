@@ -49,10 +49,46 @@ import tb_runs  # noqa: E402  (plots/tb_runs.py: reads the event files)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import sweep  # noqa: E402  (benchmarks/sweep.py: how the runs are named)
 
-# the release's T-Maze protocol (README), without --env-id, --total-timesteps and --checkpoint-every (sweep.py sets those)
-PROTOCOL = ("--num-envs 8 --num-steps 256 --learning-rate 1e-4 --no-anneal-lr --ent-coef 0.001 --vf-coef 0.5 "
-            "--max-grad-norm 0.5 --gamma 0.99 --gae-lambda 0.95 --update-epochs 1 --num-minibatches 1 --no-norm-adv "
-            "--no-bootstrap-timeouts --head-hidden 128 --actor-gain 1.414 --critic-gain 1.414")
+# The authors' release's T-Maze protocol (README), without --env-id, --total-timesteps and --checkpoint-every (sweep.py
+# sets those): A2C as PPO with one epoch over one minibatch, the release's heads, time-outs terminal, optax's Adam
+# (eps 1e-8) and the release's value loss value_coef * mean((G - V)^2) with value_coef 0.5, which is our
+# --vf-coef 1.0 (our value loss is 0.5 * mean((G - V)^2)). This is the one place that defines it.
+PROTOCOL_COMMON = ("--num-envs 8 --num-steps 256 --no-anneal-lr --adam-eps 1e-8 --vf-coef 1.0 --max-grad-norm 0.5 "
+                   "--gamma 0.99 --gae-lambda 0.95 --update-epochs 1 --num-minibatches 1 --no-norm-adv "
+                   "--no-bootstrap-timeouts --head-hidden 128 --actor-gain 1.414 --critic-gain 1.414")
+# each model's own learning rate and entropy coefficient, as in the release's config/tmaze/*.yaml (GTrXL-256 there:
+# lr 5e-4, entropy 0.001, i.e. --memory-len 256 --ent-coef 0.001)
+PROTOCOL_MODEL = {
+    "agalite": "--learning-rate 1e-4 --ent-coef 0.001",
+    "galite": "--learning-rate 1e-4 --ent-coef 0.001",
+    "gtrxl": "--learning-rate 5e-4 --ent-coef 0.01 --memory-len 128",
+    "lstm": "--learning-rate 1e-4 --ent-coef 0.001",
+}
+# flags that change a run's speed, not what it computes (the corridor sweeps use them; tests/test_gtrxl.py: --kv-cache)
+SPEED_FLAGS = {"agalite": "--compile", "galite": "", "gtrxl": "--compile --kv-cache", "lstm": "--compile"}
+# the protocol of the earlier corridor figure and of the ablation tables in docs/ (before 2026-12): CleanRL's Adam eps
+# 1e-5, half the release's value-loss weight, and AGaLiTe's lr and entropy for every model
+EARLIER_PROTOCOL = ("--num-envs 8 --num-steps 256 --learning-rate 1e-4 --no-anneal-lr --ent-coef 0.001 --vf-coef 0.5 "
+                    "--max-grad-norm 0.5 --gamma 0.99 --gae-lambda 0.95 --update-epochs 1 --num-minibatches 1 --no-norm-adv "
+                    "--no-bootstrap-timeouts --head-hidden 128 --actor-gain 1.414 --critic-gain 1.414")
+# the corridor figure's sweep (plots/results/tmaze_release.*): tag, corridors, seeds, budget, early stop
+CORRIDOR_SWEEP = dict(tag="release", corridors=(60, 120, 200), seeds=(1, 2, 3), budget=5_000_000, stop_at_success=0.95)
+
+
+def protocol(script):
+    """The release's T-Maze flags for ppo_<script>.py."""
+    return f"{PROTOCOL_COMMON} {PROTOCOL_MODEL[script]}"
+
+
+def corridor_sweep_command(script, corridors=CORRIDOR_SWEEP["corridors"], seeds=CORRIDOR_SWEEP["seeds"], jobs=1):
+    """The sweep that makes one script's runs of the corridor figure (resumable: the same command continues them)."""
+    s = CORRIDOR_SWEEP
+    return (f"python benchmarks/sweep.py --tag {s['tag']} --env-id TMaze-v0 --scripts {script} "
+            f"--grid env.corridor_length={','.join(map(str, corridors))} --seeds {' '.join(map(str, seeds))} "
+            f"--total-timesteps {s['budget']} --checkpoint-every 50 --jobs {jobs} -- {protocol(script)} "
+            f"--stop-at-success {s['stop_at_success']} {SPEED_FLAGS[script]}".rstrip())
+
+
 # variant: (sweep tag, flags after the protocol's; later flags win)
 VARIANTS = {
     "release": ("abl_release", ""),
@@ -78,18 +114,25 @@ class Args:
     """TMaze-v0's max_episode_steps (an episode that ends earlier ended at the junction)"""
     final_frac: float = 0.1
     print_commands: bool = False
-    """print the sweep commands that make the runs and exit"""
+    """print the sweep commands that make the variants' runs and exit"""
+    earlier_protocol: bool = False
+    """with --print-commands: the commands of the earlier protocol (Adam eps 1e-5, --vf-coef 0.5, one lr and entropy
+    for all), which made the ablation tables in docs/tmaze_protocol.md"""
+    corridor_sweeps: bool = False
+    """print the sweep commands of the corridor figure (the release's protocol, one per script) and exit"""
     tags: List[str] = field(default_factory=list)
     """read the runs of these sweep tags instead of the variants' (e.g. protocol: the 5M-step corridor runs)"""
     grid: List[str] = field(default_factory=list)
     """further grid entries of the runs (those read, and those --print-commands makes), as sweep.py's --grid (e.g. gate_bias=-3)"""
 
 
-def sweep_command(args, variant):
+def sweep_command(args, variant, script):
+    """The sweep that makes one variant's runs of one script (the protocol's flags differ per script)."""
     tag, flags = VARIANTS[variant]
-    return (f"python benchmarks/sweep.py --tag {tag} --env-id TMaze-v0 --scripts {' '.join(args.scripts)} "
+    base = EARLIER_PROTOCOL if args.earlier_protocol else protocol(script)
+    return (f"python benchmarks/sweep.py --tag {tag} --env-id TMaze-v0 --scripts {script} "
             f"--grid {' '.join([f'env.corridor_length={args.corridor_length}'] + args.grid)} --seeds {' '.join(map(str, args.seeds))} "
-            f"--total-timesteps {args.budget} --jobs 1 -- {PROTOCOL} {flags}".rstrip())
+            f"--total-timesteps {args.budget} --jobs 1 -- {base} {flags}".rstrip())
 
 
 def run_dir(args, tag, script, seed):
@@ -149,9 +192,14 @@ def table(args):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    if args.corridor_sweeps:
+        for script in args.scripts:
+            print(corridor_sweep_command(script))
+        sys.exit(0)
     if args.print_commands:
         for variant in VARIANTS:
-            print(f"# {variant}\n{sweep_command(args, variant)}")
+            for script in args.scripts:
+                print(f"# {variant}, {script}\n{sweep_command(args, variant, script)}")
         sys.exit(0)
     lines, missing = table(args)
     print(f"TMaze-v0 corridor {args.corridor_length}, first {args.budget:,} steps of each run ({shlex.join(sys.argv)})")

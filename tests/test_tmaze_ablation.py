@@ -14,10 +14,10 @@ tmaze_ablation = load("benchmarks/tmaze_ablation.py", "tmaze_ablation")
 
 def test_each_variant_changes_only_its_own_settings():
     parse = lambda flags: dataclasses.asdict(tyro.cli(ppo_agalite.Args, args=shlex.split(flags)))
-    protocol = parse(tmaze_ablation.PROTOCOL)
+    protocol = parse(tmaze_ablation.protocol("agalite"))
     changed = {}
     for variant, (_, flags) in tmaze_ablation.VARIANTS.items():
-        args = parse(tmaze_ablation.PROTOCOL + " " + flags)
+        args = parse(tmaze_ablation.protocol("agalite") + " " + flags)
         changed[variant] = {k: args[k] for k in args if args[k] != protocol[k]}
     assert changed == {
         "release": {},
@@ -73,4 +73,23 @@ def test_grid_entries_pick_the_runs_with_those_options(tmp_path):
     assert tmaze_ablation.run_dir(plain, "protocolgb", "agalite", 2).endswith("protocolgb_agalite_L120__2__100")
     assert tmaze_ablation.run_dir(biased, "protocolgb", "agalite", 2).endswith("protocolgb_agalite_L120_gate_bias-3__2__200")
     assert tmaze_ablation.run_dir(biased, "protocolgb", "agalite", 1) is None
-    assert "--grid env.corridor_length=120 gate_bias=-3 " in tmaze_ablation.sweep_command(biased, "release")  # makes what it reads
+    assert "--grid env.corridor_length=120 gate_bias=-3 " in tmaze_ablation.sweep_command(biased, "release", "agalite")  # makes what it reads
+
+
+def test_the_protocol_differs_between_models_only_in_their_own_settings():
+    """One protocol, per model only the release's learning rate and entropy coefficient (and GTrXL's memory);
+    the earlier protocol differs from it in Adam's eps, the value-loss weight and those per-model settings."""
+    import ppo_gtrxl
+
+    parse = lambda module, flags: dataclasses.asdict(tyro.cli(module.Args, args=shlex.split(flags)))
+    agalite, gtrxl = parse(ppo_agalite, tmaze_ablation.protocol("agalite")), parse(ppo_gtrxl, tmaze_ablation.protocol("gtrxl"))
+    shared = (set(agalite) & set(gtrxl)) - {"exp_name"}
+    assert {k for k in shared if agalite[k] != gtrxl[k]} == {"learning_rate", "ent_coef"}
+    assert (gtrxl["learning_rate"], gtrxl["ent_coef"], gtrxl["memory_len"]) == (5e-4, 0.01, 128)
+    earlier = parse(ppo_agalite, tmaze_ablation.EARLIER_PROTOCOL)
+    assert {k for k in agalite if agalite[k] != earlier[k]} == {"adam_eps", "vf_coef"}
+    assert (agalite["adam_eps"], agalite["vf_coef"], earlier["adam_eps"], earlier["vf_coef"]) == (1e-8, 1.0, 1e-5, 0.5)
+    # the corridor sweeps run each script with its own flags, and stop a run once it is solved
+    command = tmaze_ablation.corridor_sweep_command("gtrxl")
+    assert "--tag release " in command and "--scripts gtrxl " in command and "--learning-rate 5e-4 --ent-coef 0.01" in command
+    assert "--stop-at-success 0.95" in command and "--grid env.corridor_length=60,120,200 --seeds 1 2 3" in command
