@@ -53,9 +53,10 @@ import sweep  # noqa: E402  (benchmarks/sweep.py: how the runs are named)
 # sets those): A2C as PPO with one epoch over one minibatch, the release's heads, time-outs terminal, optax's Adam
 # (eps 1e-8) and the release's value loss value_coef * mean((G - V)^2) with value_coef 0.5, which is our
 # --vf-coef 1.0 (our value loss is 0.5 * mean((G - V)^2)). This is the one place that defines it.
-PROTOCOL_COMMON = ("--num-envs 8 --num-steps 256 --no-anneal-lr --adam-eps 1e-8 --vf-coef 1.0 --max-grad-norm 0.5 "
-                   "--gamma 0.99 --gae-lambda 0.95 --update-epochs 1 --num-minibatches 1 --no-norm-adv "
-                   "--no-bootstrap-timeouts --head-hidden 128 --actor-gain 1.414 --critic-gain 1.414")
+_A2C_TMAZE = ("--num-envs 8 --num-steps 256 --no-anneal-lr --max-grad-norm 0.5 --gamma 0.99 --gae-lambda 0.95 "
+              "--update-epochs 1 --num-minibatches 1 --no-norm-adv --no-bootstrap-timeouts --head-hidden 128 "
+              "--actor-gain 1.414 --critic-gain 1.414")  # what the release's protocol and the earlier one share
+PROTOCOL_COMMON = f"{_A2C_TMAZE} --adam-eps 1e-8 --vf-coef 1.0"
 # each model's own learning rate and entropy coefficient, as in the release's config/tmaze/*.yaml (GTrXL-256 there:
 # lr 5e-4, entropy 0.001, i.e. --memory-len 256 --ent-coef 0.001)
 PROTOCOL_MODEL = {
@@ -68,9 +69,7 @@ PROTOCOL_MODEL = {
 SPEED_FLAGS = {"agalite": "--compile", "galite": "", "gtrxl": "--compile --kv-cache", "lstm": "--compile"}
 # the protocol of the earlier corridor figure and of the ablation tables in docs/ (before 2026-12): CleanRL's Adam eps
 # 1e-5, half the release's value-loss weight, and AGaLiTe's lr and entropy for every model
-EARLIER_PROTOCOL = ("--num-envs 8 --num-steps 256 --learning-rate 1e-4 --no-anneal-lr --ent-coef 0.001 --vf-coef 0.5 "
-                    "--max-grad-norm 0.5 --gamma 0.99 --gae-lambda 0.95 --update-epochs 1 --num-minibatches 1 --no-norm-adv "
-                    "--no-bootstrap-timeouts --head-hidden 128 --actor-gain 1.414 --critic-gain 1.414")
+EARLIER_PROTOCOL = f"{_A2C_TMAZE} --adam-eps 1e-5 --vf-coef 0.5 --learning-rate 1e-4 --ent-coef 0.001"
 # the corridor figure's sweep (plots/results/tmaze_release.*): tag, corridors, seeds, budget, early stop
 CORRIDOR_SWEEP = dict(tag="release", corridors=(60, 120, 200), seeds=(1, 2, 3), budget=5_000_000, stop_at_success=0.95)
 
@@ -80,12 +79,12 @@ def protocol(script):
     return f"{PROTOCOL_COMMON} {PROTOCOL_MODEL[script]}"
 
 
-def corridor_sweep_command(script, corridors=CORRIDOR_SWEEP["corridors"], seeds=CORRIDOR_SWEEP["seeds"], jobs=1):
+def corridor_sweep_command(script):
     """The sweep that makes one script's runs of the corridor figure (resumable: the same command continues them)."""
     s = CORRIDOR_SWEEP
     return (f"python benchmarks/sweep.py --tag {s['tag']} --env-id TMaze-v0 --scripts {script} "
-            f"--grid env.corridor_length={','.join(map(str, corridors))} --seeds {' '.join(map(str, seeds))} "
-            f"--total-timesteps {s['budget']} --checkpoint-every 50 --jobs {jobs} -- {protocol(script)} "
+            f"--grid env.corridor_length={','.join(map(str, s['corridors']))} --seeds {' '.join(map(str, s['seeds']))} "
+            f"--total-timesteps {s['budget']} --checkpoint-every 50 --jobs 1 -- {protocol(script)} "
             f"--stop-at-success {s['stop_at_success']} {SPEED_FLAGS[script]}".rstrip())
 
 
