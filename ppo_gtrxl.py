@@ -50,16 +50,16 @@ class Args:
     threads: int = 1
     """torch's CPU threads (0: torch's default, all cores). 1: on T-Maze as fast as 2 threads on a 2-core machine,
     and runs side by side do not slow each other down; image observations train faster with all cores when the run
-    has the machine to itself, but crawl when runs share it (measured, README "Speed")"""
+    has the machine to itself, but crawl when runs share it (measured: docs/speed.md, "Threads")"""
     compile: bool = False
     """compile the acting step, the minibatch loss and the optimizer step with torch.compile (on a GPU also CUDA
-    graphs). Needs a C++ compiler on a CPU machine; the first update waits for the compilation (README: when it pays)"""
+    graphs). Needs a C++ compiler on a CPU machine; the first update waits for the compilation (docs/speed.md: when it pays)"""
     cudagraphs: bool = True
     """with --compile on a GPU: replay CUDA graphs (torch.compile's reduce-overhead mode), not just fused kernels"""
     async_envs: bool = False
     """step the environments in worker processes (gymnasium's AsyncVectorEnv) instead of one after the other in this
     one: pays for slow environments (Memory Maze: 1.8x with 8 envs on 2 cores); T-Maze and Memory Gym step faster
-    than the processes exchange data (2-core machine: 0.3x and 0.6-0.7x; README, Environments)"""
+    than the processes exchange data (2-core machine: 0.3x and 0.6-0.7x; docs/environments.md, Speeds)"""
     capture_video: bool = False
     """whether to record videos of the evaluation episodes (image environments only; needs --save-model)"""
     save_model: bool = False
@@ -78,7 +78,7 @@ class Args:
 
     # Algorithm specific arguments
     env_id: str = "TMaze-v0"
-    """the id of the environment (see README: TMaze-v0, MysteryPath-*, MemoryMaze-*, Craftax-*)"""
+    """the id of the environment (README, Environments: TMaze-v0, MysteryPath-*, MemoryMaze-*, Craftax-*)"""
     env_kwargs: str = "{}"
     """JSON object of keyword arguments for the environment, e.g. '{"corridor_length": 60}'"""
     total_timesteps: int = 300_000
@@ -158,13 +158,34 @@ class Args:
 
 
 def check_args(args):
-    """Fills the runtime fields; refuses inconsistent sizes with a message instead of a shape error later."""
+    """Fills the runtime fields; refuses a bad number or inconsistent sizes with a one-line message, before anything
+    is built, instead of a traceback later."""
+
+    def need(name, ok, rule):
+        if not ok:
+            raise ValueError(f"--{name.replace('_', '-')} ({getattr(args, name)}) must be {rule}")
+
     if args.capture_video and not args.save_model:
         raise ValueError("--capture-video records the evaluation of the saved model: use it with --save-model")
-    if args.threads < 0:
-        raise ValueError(f"--threads ({args.threads}) must be 0 (all cores) or a positive number")
-    if args.head_hidden < 0:
-        raise ValueError(f"--head-hidden ({args.head_hidden}) must be 0 (one linear layer) or a positive number of units")
+    for name, value in vars(args).items():
+        need(name, not isinstance(value, float) or np.isfinite(value), "a finite number")
+    need("seed", 0 <= args.seed < 2**32, "between 0 and 2**32 - 1")
+    need("threads", args.threads >= 0, "0 (all cores) or a positive number")
+    for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "eval_episodes"):
+        need(name, getattr(args, name) >= 1, "at least 1")
+    for name in ("learning_rate", "adam_eps", "clip_coef", "max_grad_norm"):  # adam_eps 0: 0/0 where a gradient is 0
+        need(name, getattr(args, name) > 0, "positive")
+    for name in ("ent_coef", "vf_coef"):
+        need(name, getattr(args, name) >= 0, "0 or positive")
+    for name in ("gamma", "gae_lambda"):
+        need(name, 0 <= getattr(args, name) <= 1, "between 0 and 1")
+    need("stop_at_success", 0 <= args.stop_at_success <= 1, "between 0 (never stop) and 1")
+    need("target_kl", args.target_kl is None or args.target_kl > 0, "positive (or not given: no early stop)")
+    need("seq_len", args.seq_len >= 0, "0 (the whole rollout) or a positive number")
+    need("checkpoint_every", args.checkpoint_every >= 0, "0 (never) or a positive number")
+    need("head_hidden", args.head_hidden >= 0, "0 (one linear layer) or a positive number of units")
+    for name in ("n_layers", "d_model", "n_heads", "d_head", "d_ffc", "memory_len"):  # the memory model's sizes
+        need(name, getattr(args, name) >= 1, "at least 1")
     args.seq_len = args.seq_len or args.num_steps
     if args.num_steps % args.seq_len:
         raise ValueError(f"--num-steps ({args.num_steps}) must be a multiple of --seq-len ({args.seq_len})")
@@ -551,7 +572,10 @@ def ppo_loss(agent, args, obs, state, dones, actions, logprobs, advantages, retu
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    try:
+        args = check_args(tyro.cli(Args))  # a bad number stops here, before anything is seeded or built
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -562,7 +586,6 @@ if __name__ == "__main__":
 
     # env setup; bad input (env id, env kwargs, spaces, sizes) stops here with a message, not a traceback
     try:
-        args = check_args(args)
         if args.threads:
             torch.set_num_threads(args.threads)
         envs = envs_lib.make_envs(args.env_id, args.num_envs, args.seed, args.env_kwargs, False, "train", args.async_envs)

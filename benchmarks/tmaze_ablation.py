@@ -2,7 +2,7 @@
 
 TMaze-v0 at corridor 120: until an agent has reached the junction once, every episode costs -0.1 a step and ends at
 the 1000-step time limit, so the first question is whether (and when) a run finds the junction at all; learning
-the cue comes after. Each variant below is the release's protocol (README, "The paper's T-Maze protocol": A2C,
+the cue comes after. Each variant below is the release's protocol (docs/tmaze_protocol.md, "The release's protocol": A2C,
 release heads, time-outs terminal) with one of its settings set to our default:
 
 | variant | tag | on top of the protocol's flags |
@@ -49,7 +49,7 @@ import tb_runs  # noqa: E402  (plots/tb_runs.py: reads the event files)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import sweep  # noqa: E402  (benchmarks/sweep.py: how the runs are named)
 
-# The authors' release's T-Maze protocol (README), without --env-id, --total-timesteps and --checkpoint-every (sweep.py
+# The authors' release's T-Maze protocol (docs/tmaze_protocol.md), without --env-id, --total-timesteps and --checkpoint-every (sweep.py
 # sets those): A2C as PPO with one epoch over one minibatch, the release's heads, time-outs terminal, optax's Adam
 # (eps 1e-8) and the release's value loss value_coef * mean((G - V)^2) with value_coef 0.5, which is our
 # --vf-coef 1.0 (our value loss is 0.5 * mean((G - V)^2)). This is the one place that defines it.

@@ -14,12 +14,14 @@ Image observations reach the scripts channels-first (C, H, W) uint8: make_envs t
 Third-party packages (memory_gym, memory_maze, jax) are imported only when one of their envs is made.
 """
 
+import dataclasses
 import json
 import warnings
 
 import gymnasium as gym
 
 from envs import craftax, memory_maze, memorygym
+from envs.checks import check_type
 from envs.encoders import action_nvec, make_encoder  # noqa: F401  (re-exported for the scripts)
 from envs.wrappers import ChannelsFirst, is_hwc_image
 
@@ -65,7 +67,13 @@ def make_env(env_id: str, render_mode=None, **kwargs):
     """One env as the scripts need it: memory-gym envs with success info, images channels-first (C, H, W)."""
     if env_id in memorygym.BASE_IDS:  # memory-gym's own ids, made through our wrappers
         env = memorygym.make_memory_gym_env(env_id, render_mode=render_mode, **kwargs)
+    elif env_id == "TMaze-v0":
+        # gym.make(id, max_episode_steps=N) would add a TimeLimit of its own, whose time-outs carry no success flag:
+        # through the spec, the env gets max_episode_steps itself
+        env = gym.make(dataclasses.replace(gym.spec(env_id), kwargs=kwargs), render_mode=render_mode)
     else:
+        if "max_episode_steps" in kwargs:  # gym.make's own argument: a TimeLimit
+            check_type(env_id, "max_episode_steps", kwargs["max_episode_steps"], int)
         env = gym.make(env_id, render_mode=render_mode, **kwargs)
     if is_hwc_image(env.observation_space):
         env = ChannelsFirst(env)

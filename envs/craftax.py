@@ -33,6 +33,8 @@ import time
 import gymnasium as gym
 import numpy as np
 
+from envs.checks import check_type
+
 ENV_IDS = ["Craftax-Symbolic-v1", "Craftax-Classic-Symbolic-v1"]
 
 # JAX reserves 75% of a GPU's memory when it first uses it, and torch, which trains on the same GPU, then runs
@@ -56,6 +58,9 @@ class CraftaxVecEnv(gym.vector.VectorEnv):
             raise ValueError(f"unknown Craftax id {env_id!r}; choose one of {ENV_IDS}")
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        for key, value in [("reset_pool_size", reset_pool_size), ("max_episode_steps", max_episode_steps)]:
+            if value is not None:
+                check_type(env_id, key, value, int)
         if reset_pool_size is None:
             reset_pool_size = min(num_envs, max(4, num_envs // 16))  # 1 -> 1, 64 -> 4, 1024 -> 64
         if reset_pool_size < 1:

@@ -27,8 +27,14 @@ import sys
 import gymnasium as gym
 import numpy as np
 
+from envs.checks import check_type
+
 SIZES = (9, 11, 13, 15)
 ENV_IDS = [f"MemoryMaze-{n}x{n}-v0" for n in SIZES]
+# the keyword arguments of memory-maze 1.0.3's tasks that --env-kwargs may set, and their types
+TASK_KWARGS = {"max_rooms": int, "room_min_size": int, "room_max_size": int, "control_freq": float, "camera_resolution": int,
+               "good_visibility": bool, "show_path": bool, "top_camera": bool, "target_color_in_image": bool,
+               "global_observables": bool, "randomize_colors": bool}
 # Debian/Ubuntu packages that provide each backend's system library
 GL_PACKAGES = {"egl": "libegl1 libegl-mesa0 libgl1-mesa-dri", "osmesa": "libosmesa6", "glfw": "libglfw3 and a display"}
 # Opens a 16x16 offscreen context with dm_control (what Memory Maze renders with) and prints GL_RENDERER.
@@ -128,7 +134,7 @@ def _vectorised_update_activation(self, physics):
 def _speed_up_target_spheres():
     """Memory Maze's targets are dm_control TargetSpheres, which check after every physics substep (50 per agent
     step, for each of the 3-6 targets) whether the ball touches them by looping over the contacts in Python: 63%
-    of a 9x9 step's time on a CPU (README, Environments). We replace that method by its vectorised form."""
+    of a 9x9 step's time on a CPU (docs/environments.md, Speeds). We replace that method by its vectorised form."""
     global _original_update_activation
     from dm_control.locomotion.props import target_sphere
 
@@ -167,6 +173,11 @@ class MemoryMazeEnv(gym.Env):
         fixed = {"image_only_obs", "discrete_actions", "seed"} & set(task_kwargs)
         if fixed:
             raise ValueError(f"Memory Maze: {sorted(fixed)} cannot be set (images-only obs, discrete actions; seed via reset(seed=))")
+        unknown = sorted(set(task_kwargs) - set(TASK_KWARGS))
+        if unknown:
+            raise ValueError(f"Memory Maze: unknown task arguments {unknown}; valid keys: {sorted(TASK_KWARGS)}")
+        for key, value in task_kwargs.items():
+            check_type(f"MemoryMaze-{size}x{size}-v0", key, value, TASK_KWARGS[key])
         self.size = size
         self.task_kwargs = task_kwargs
         res = int(task_kwargs.get("camera_resolution", 64))

@@ -26,6 +26,7 @@ import os
 
 import gymnasium as gym
 
+from envs.checks import check_type
 from envs.wrappers import FlattenMultiDiscrete, ResetOptions
 
 MYSTERY_PATH_IDS = ["MysteryPath-Grid-v0", "MysteryPath-Grid-Easy-v0", "MysteryPath-v0", "MysteryPath-Easy-v0"]
@@ -114,14 +115,20 @@ def make_memory_gym_env(base_id: str, reset_options=None, flatten_actions: bool 
     import_memory_gym()
     if reset_options is not None and not isinstance(reset_options, dict):
         raise TypeError(f"reset_options must be a dict of memory-gym reset parameters, got {reset_options!r}")
+    check_type(base_id, "flatten_actions", flatten_actions, bool)
     env = gym.make(base_id, render_mode=render_mode)
     if reset_options:
-        # memory-gym asserts on unknown keys only at reset; check now for a clear message
+        # memory-gym asserts on unknown keys only at reset, and takes any type silently; check now for a clear message
         defaults = getattr(env.unwrapped, "default_reset_parameters", None)
         if defaults is not None:
             unknown = sorted(set(reset_options) - set(defaults))
             if unknown:
                 raise TypeError(f"unknown reset_options {unknown} for {base_id}; valid keys: {sorted(defaults)}")
+            for key, value in reset_options.items():  # each takes the type of its default (lists: of integers)
+                check_type(base_id, f"reset_options {key}", value, type(defaults[key]))
+                if isinstance(value, list):
+                    for item in value:
+                        check_type(base_id, f"reset_options {key} entries", item, type(defaults[key][0]))
         env = ResetOptions(env, reset_options)
     env = MemoryGymEpisodeEnd(env, _timeout_rule(base_id))
     if flatten_actions:

@@ -26,13 +26,15 @@ that positions 0 .. L stay distinct for L > 255 (observation size 2 + bits + n_d
 0), and only the action at the junction counts (up or down as above; left or right: out of time, -1/L, success
 False). Why: PPO on the walking version learns to walk from the -1/L signal long before it has turned at the
 junction, its policy becomes deterministic ("right" everywhere, the junction included), and it never samples a turn
-again: it ends every episode at the junction with return -1/L and success 0 (README, passive T-Maze). Carried,
+again: it ends every episode at the junction with return -1/L and success 0 (docs/tmaze_passive.md). Carried,
 nothing but the turn is learned, so success measures the memory alone: 0.5 without it, 1.0 with it.
 """
 import math
 
 import gymnasium as gym
 import numpy as np
+
+from envs.checks import check_type
 
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
 POSITION_BITS = 8
@@ -48,6 +50,8 @@ class TMazeEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 8}
 
     def __init__(self, corridor_length: int = 10, n_distractors: int = 6, max_episode_steps: int = 1000, render_mode=None):
+        for key, value in [("corridor_length", corridor_length), ("n_distractors", n_distractors), ("max_episode_steps", max_episode_steps)]:
+            check_type("TMaze-v0", key, value, int)
         if not 1 <= corridor_length <= 2**POSITION_BITS:
             raise ValueError(
                 f"TMaze-v0: corridor_length={corridor_length} cannot be represented by the {POSITION_BITS}-bit "
@@ -121,6 +125,8 @@ class TMazePassiveEnv(TMazeEnv):
     """The passive T-Maze (module docstring): junction at position L, a fixed horizon of L + 1 steps."""
 
     def __init__(self, corridor_length: int = 100, n_distractors: int = 6, carried: bool = False, render_mode=None):
+        for key, value, expected in [("corridor_length", corridor_length, int), ("n_distractors", n_distractors, int), ("carried", carried, bool)]:
+            check_type("TMazePassive-v0", key, value, expected)
         if corridor_length < 1:
             raise ValueError(f"TMazePassive-v0: corridor_length must be >= 1, got {corridor_length}.")
         if n_distractors < 0:

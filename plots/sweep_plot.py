@@ -21,7 +21,7 @@ Usage:
     python plots/sweep_plot.py --csv runs/sweep_summary.csv --metric return --ci t --out plots/results/tmaze_sweep_return
     python plots/sweep_plot.py --csv plots/results/tmaze_passive.csv --line-columns script gate_bias learning_rate \
         forget_bias --metric solved_at --show-unsolved --logx --logy --out passive_steps
-(the README's passive T-Maze section has the command that draws plots/results/tmaze_passive.png)
+(docs/tmaze_passive.md has the command that draws plots/results/tmaze_passive.png)
 """
 import csv
 import json

@@ -196,7 +196,7 @@ def final_value(values, frac):
 
 def first_solved_step(steps, values, threshold=0.9, window=5):
     """The step of the first logged point at which the mean of the last `window` points (this one
-    included) reaches `threshold`, or None if that never happens (the README's "solved at")."""
+    included) reaches `threshold`, or None if that never happens (the "solved at" of docs/ and the sweeps' summaries)."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) < window:
         return None
