@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU smoke test: each script trains a few updates on CUDA on each environment family (eager and --compile),
 # fails if a run did not run on the GPU, and prints steps/s per script, env and mode (benchmarks/train_speed.py;
-# steady_sps = after the first update, i.e. after compilation). On a machine with one GPU, in the repository root:
+# steady_sps = after the first update, i.e. after compilation); with TMaze-v0 also AGaLiTe's fused kernels against its
+# torch loops. On a machine with one GPU, in the repository root:
 #     bash benchmarks/gpu_smoke.sh                 # every family (Memory Maze renders with EGL on the GPU)
 #     bash benchmarks/gpu_smoke.sh TMaze-v0        # one family
 #     COMPILE=off bash benchmarks/gpu_smoke.sh     # eager only (minutes; the default, both, adds compiled runs)
@@ -28,4 +29,13 @@ for env in "${ENVS[@]}"; do
     --timeout 900 --out "$out" || { echo "FAILED: $env"; status=1; continue; }
   if grep -q ",cpu," "$out.csv"; then echo "FAILED: a run of $env did not use the GPU ($out.csv)"; status=1; fi
 done
+# AGaLiTe's Triton kernels against its torch loops on the GPU: T-Maze SPS with --no-fused-kernels (next to the
+# fused runs above) and the operators' and training step's times (benchmarks/kernel_speed.py)
+if [[ " ${ENVS[*]} " == *" TMaze-v0 "* ]]; then
+  echo "== TMaze-v0, ppo_agalite.py with its torch loops (--no-fused-kernels); then benchmarks/kernel_speed.py"
+  python benchmarks/train_speed.py --device cuda --env-id TMaze-v0 --num-envs 64 --total-timesteps $((64 * 128 * UPDATES)) \
+    --extra="--num-steps 128 --no-fused-kernels" --scripts agalite --compile "${COMPILE:-both}" --timeout 900 \
+    --out benchmarks/results/gpu_smoke_TMaze-v0_loops || { echo "FAILED: TMaze-v0 with the loops"; status=1; }
+  python benchmarks/kernel_speed.py --device cuda --out benchmarks/results/kernels_cuda || { echo "FAILED: kernel_speed.py"; status=1; }
+fi
 exit $status

@@ -165,6 +165,9 @@ class Args:
     """only the profile"""
     seed: int = 0
     """seed of the models' initialisation and the random inputs"""
+    fused_kernels: bool = True
+    """AGaLiTe's recurrence operators as fused kernels (agalite_kernels.py: C++ on the CPU, Triton on CUDA), as the
+    script's default; --no-fused-kernels: its torch loops, on CUDA too (for the comparison)"""
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -610,6 +613,14 @@ def run(args: Args):
         if args.only_profile:
             return None
 
+    if "agalite" in modules:
+        import agalite_kernels
+
+        if args.fused_kernels:
+            agalite_kernels.enable(device.type)
+        else:
+            agalite_kernels.disable(device.type)
+        print(f"AGaLiTe's recurrences: {'fused kernels' if agalite_kernels.enabled(device.type) else 'torch loops'}")
     generator = torch.Generator().manual_seed(args.seed)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; FlopCounterMode counts {COUNTED_OPS} only")
     built = []  # one per config: the model, its sizes and its training-memory columns

@@ -19,4 +19,5 @@ def test_every_family_command_line_parses(tmp_path):
                          text=True, timeout=300)
     text = out.stdout + out.stderr
     assert out.returncode == 0 and "FAILED" not in text, text
-    assert text.count("== ") == 4 and text.count("usage: benchmarks/train_speed.py") == 4, text
+    assert text.count("== ") == 5 and text.count("usage: benchmarks/train_speed.py") == 5, text
+    assert text.count("usage: benchmarks/kernel_speed.py") == 1, text
