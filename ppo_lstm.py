@@ -5,10 +5,11 @@
 # during the rollout, the state is zeroed when an episode starts (while acting and in the training
 # forward), and each sequence (by default the whole rollout) is replayed from its stored state.
 # Shapes: T = steps in a sequence, B = environments (or sequences) in a batch, k = action components.
+import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import gymnasium as gym
@@ -112,6 +113,12 @@ class Args:
     """orthogonal-init gain of the actor's output layer (the release's T-Maze heads: 1.414, sqrt(2))"""
     critic_gain: float = 1.0
     """orthogonal-init gain of the critic's output layer (the release's T-Maze heads: 1.414, sqrt(2))"""
+    head_activation: str = "tanh"
+    """activation of the heads' hidden layer (with --head-hidden > 0): tanh or relu. The release's T-Maze and Mystery
+    Path heads: tanh; its Craftax heads (purejaxrl's ppo_rnn.py): Dense(128) -> relu -> Dense"""
+    head_hidden_gain: float = math.sqrt(2)
+    """orthogonal-init gain of the heads' hidden layer (the release: sqrt(2) in its T-Maze and Mystery Path heads; 2 in
+    its Craftax heads, whose output layers have gains 0.01, actor, and 1, critic)"""
 
     # Model specific arguments
     d_model: int = 128
@@ -158,6 +165,8 @@ def check_args(args):
     need("seq_len", args.seq_len >= 0, "0 (the whole rollout) or a positive number")
     need("checkpoint_every", args.checkpoint_every >= 0, "0 (never) or a positive number")
     need("head_hidden", args.head_hidden >= 0, "0 (one linear layer) or a positive number of units")
+    need("head_activation", args.head_activation in HEAD_ACTIVATIONS, f"one of {', '.join(HEAD_ACTIVATIONS)}")
+    need("head_hidden_gain", args.head_hidden_gain > 0, "positive")
     for name in ("d_model", "lstm_hidden"):  # the memory model's sizes
         need(name, getattr(args, name) >= 1, "at least 1")
     args.seq_len = args.seq_len or args.num_steps
@@ -181,12 +190,17 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     return layer
 
 
-def make_head(n_in, n_out, hidden, gain):
-    """An actor or critic head: one linear layer (hidden = 0), or Linear(hidden) -> tanh -> Linear, the authors'
-    release's T-Maze heads. Orthogonal init, zero biases: the hidden layer with gain sqrt(2), the output with `gain`."""
+HEAD_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}  # --head-activation: the heads' hidden nonlinearity
+
+
+def make_head(n_in, n_out, hidden, gain, activation="tanh", hidden_gain=math.sqrt(2)):
+    """An actor or critic head: one linear layer (hidden = 0), or Linear(hidden) -> activation -> Linear: tanh with
+    hidden gain sqrt(2) are the authors' release's T-Maze and Mystery Path heads, relu with gain 2 its Craftax heads.
+    Orthogonal init, zero biases: the hidden layer with gain `hidden_gain`, the output with `gain`."""
     if not hidden:
         return layer_init(nn.Linear(n_in, n_out), std=gain)
-    return nn.Sequential(layer_init(nn.Linear(n_in, hidden)), nn.Tanh(), layer_init(nn.Linear(hidden, n_out), std=gain))
+    return nn.Sequential(layer_init(nn.Linear(n_in, hidden), std=hidden_gain), HEAD_ACTIVATIONS[activation](),
+                         layer_init(nn.Linear(hidden, n_out), std=gain))
 
 
 class RecurrentWeightGrad(torch.autograd.Function):
@@ -228,8 +242,8 @@ class Agent(nn.Module):
         self.lstm_x = layer_init(nn.Linear(args.d_model, 4 * args.lstm_hidden), std=1.0)  # W_i x + b
         self.lstm_h = layer_init(nn.Linear(args.lstm_hidden, 4 * args.lstm_hidden, bias=False), std=1.0)  # W_h h
         nn.init.constant_(self.lstm_x.bias[args.lstm_hidden : 2 * args.lstm_hidden], args.forget_bias)  # f's bias
-        self.actor = make_head(args.lstm_hidden, sum(self.nvec), args.head_hidden, args.actor_gain)
-        self.critic = make_head(args.lstm_hidden, 1, args.head_hidden, args.critic_gain)
+        self.actor = make_head(args.lstm_hidden, sum(self.nvec), args.head_hidden, args.actor_gain, args.head_activation, args.head_hidden_gain)
+        self.critic = make_head(args.lstm_hidden, 1, args.head_hidden, args.critic_gain, args.head_activation, args.head_hidden_gain)
         self.hidden_size = args.lstm_hidden
 
     def initial_state(self, batch_size, device):
@@ -312,7 +326,8 @@ def load_checkpoint(run_dir, args):
     script = os.path.basename(__file__)
     if checkpoint.get("script") != script:
         raise ValueError(f"--resume {run_dir}: its checkpoint was written by {checkpoint.get('script')}, not {script}")
-    saved = checkpoint["args"]
+    # an option the checkpoint lacks is newer than the run, which computed with the option's default: compare that
+    saved = {field.name: field.default for field in fields(Args)} | checkpoint["args"]
     differ = [f"--{k.replace('_', '-')} {saved[k]} (this command: {getattr(args, k, None)})" for k in saved if k not in RUN_OPTIONS and getattr(args, k, None) != saved[k]]
     if differ:
         raise ValueError(f"--resume {run_dir}: the run was started with other arguments: {'; '.join(differ)}. Resume it with its own arguments")
@@ -520,7 +535,7 @@ if __name__ == "__main__":
     success_history = []  # mean success rate of each update (for --stop-at-success)
     for iteration in range(start_iteration + 1, args.num_iterations + 1):
         initial_states = []  # memory state at the start of each training sequence (stored, as the paper does)
-        episodic_returns, episodic_lengths, successes, achievements = [], [], [], []
+        episodic_returns, episodic_lengths, successes, achievements, achievement_flags = [], [], [], [], []
         # Annealing the rate if instructed to do so.
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
@@ -566,6 +581,7 @@ if __name__ == "__main__":
                         successes.append(float(info["success"]))
                     if "achievements" in info:  # Craftax: share of the achievements unlocked in the episode
                         achievements.append(float(info["achievements"]))
+                        achievement_flags.append(info["achievement_flags"])  # (n_achievements,) 0/1: which ones
 
         if episodic_returns:
             writer.add_scalar("charts/episodic_return", np.mean(episodic_returns), global_step)
@@ -575,6 +591,9 @@ if __name__ == "__main__":
             success_history.append(np.mean(successes))
         if achievements:
             writer.add_scalar("charts/achievements", np.mean(achievements), global_step)
+            # each achievement's success rate: the share of those episodes that unlocked it (the Craftax paper's table)
+            for name, rate in zip(envs_lib.craftax.achievement_names(args.env_id), np.mean(achievement_flags, axis=0)):
+                writer.add_scalar(f"achievements/{name}", rate, global_step)
 
         # bootstrap value if not done
         with torch.no_grad():

@@ -19,7 +19,9 @@ with the actions). Default pool size: min(num_envs, max(4, num_envs // 16)).
 
 Episode statistics are kept on the JAX side and delivered like gymnasium's RecordEpisodeStatistics:
 `infos["final_info"][i] = {"episode": {"r": array([return]), "l": array([length]), "t": array([seconds])},
-"achievements": share of the game's achievements unlocked in the episode, in [0, 1]}`.
+"achievements": share of the game's achievements unlocked in the episode, in [0, 1], "achievement_flags": uint8
+array (n_achievements,), 1 for each achievement unlocked in the episode}`, in the order of
+`achievement_names(env_id)` (the game's Achievement enum: 22 in Classic, 67 in the full game).
 Episodes that hit the time limit (`max_episode_steps`, Craftax's `max_timesteps`: 10000 Classic,
 100000 full) without dying are reported as truncated; death (or lava, or beating the final boss) terminates.
 
@@ -27,6 +29,7 @@ JAX is imported only when an env is made, so `import envs` stays fast and works 
 The first step compiles the vmapped step (about 15 s Classic, 50 s full Craftax on 2 CPU cores).
 """
 
+import functools
 import os
 import time
 
@@ -50,6 +53,20 @@ def _import_craftax():
     except ImportError as e:
         raise ImportError(f"Craftax envs need: pip install craftax==1.6.1 (it brings jax; the CPU build is enough). Import failed with: {e}") from e
     return jax, make_craftax_env_from_name
+
+
+@functools.lru_cache(maxsize=None)
+def achievement_names(env_id):
+    """The game's achievements in the order of its state's `achievements` array (and of `achievement_flags`),
+    lower case: ('collect_wood', 'place_table', ...), 22 for Craftax-Classic, 67 for the full game."""
+    if env_id not in ENV_IDS:
+        raise ValueError(f"unknown Craftax id {env_id!r}; choose one of {ENV_IDS}")
+    _import_craftax()  # the same message as making an env when craftax is missing
+    if "Classic" in env_id:
+        from craftax.craftax_classic.constants import Achievement
+    else:
+        from craftax.craftax.constants import Achievement
+    return tuple(a.name.lower() for a in sorted(Achievement, key=lambda a: a.value))  # value = index in the array
 
 
 class CraftaxVecEnv(gym.vector.VectorEnv):
@@ -126,6 +143,7 @@ class CraftaxVecEnv(gym.vector.VectorEnv):
             ep_return = carry["ep_return"] + reward
             ep_length = carry["ep_length"] + 1
             achievements = states.achievements.mean(axis=1, dtype=jnp.float32)  # (n,) share unlocked so far
+            achievement_flags = states.achievements.astype(jnp.uint8)  # (n, n_achievements) which ones
 
             # Optimistic reset: finished env k (counting finished envs in index order) takes pool entry k mod pool.
             slot = (jnp.cumsum(done) - 1) % pool
@@ -144,7 +162,8 @@ class CraftaxVecEnv(gym.vector.VectorEnv):
                 ep_return=jnp.where(done, 0.0, ep_return), ep_length=jnp.where(done, 0, ep_length), key=key,
             )
             out = dict(obs=next_obs, reward=reward, terminated=terminated, truncated=truncated, final_obs=obs,
-                       ep_return=ep_return, ep_length=ep_length, achievements=achievements)
+                       ep_return=ep_return, ep_length=ep_length, achievements=achievements,
+                       achievement_flags=achievement_flags)
             # Same dtypes in and out (no weak types), or the next call would compile the step again.
             new_carry = jax.tree.map(lambda new, old: new.astype(old.dtype), new_carry, carry)
             return new_carry, out
@@ -168,15 +187,16 @@ class CraftaxVecEnv(gym.vector.VectorEnv):
         if actions.shape != (self.num_envs,):
             raise ValueError(f"Craftax vector env expects actions of shape ({self.num_envs},), got {actions.shape}")
         self._carry, out = self._step_fn(self._carry, self._jax.numpy.asarray(actions, dtype=np.int32))
-        # one device->host copy per array; the pre-reset observations only on steps where an episode ended
-        final_obs = out.pop("final_obs")
+        # one device->host copy per array; the pre-reset observations and achievement flags only on steps where an
+        # episode ended
+        final_obs, flags = out.pop("final_obs"), out.pop("achievement_flags")
         out = {k: np.array(v) for k, v in out.items()}
         terminated, truncated = out["terminated"], out["truncated"]
         done = terminated | truncated
         infos = {}
         if done.any():
             now = time.perf_counter()
-            final_obs = np.array(final_obs)
+            final_obs, flags = np.array(final_obs), np.array(flags)
             final_info = np.full(self.num_envs, None, dtype=object)
             final_observation = np.full(self.num_envs, None, dtype=object)
             for i in np.flatnonzero(done):
@@ -187,6 +207,7 @@ class CraftaxVecEnv(gym.vector.VectorEnv):
                         "t": np.array([round(now - self._episode_start[i], 6)], np.float32),
                     },
                     "achievements": float(out["achievements"][i]),
+                    "achievement_flags": flags[i],  # (n_achievements,) uint8, 0/1
                 }
                 final_observation[i] = final_obs[i]
                 self._episode_start[i] = now

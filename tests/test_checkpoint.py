@@ -2,7 +2,9 @@
 run to its requested steps with every TensorBoard step logged once, mismatched resumptions fail clearly, and a
 non-finite loss stops the run without touching the last checkpoint."""
 
+import dataclasses
 import glob
+import importlib
 import json
 import os
 import signal
@@ -16,7 +18,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT
-from test_scripts import SCRIPTS, cli
+from test_scripts import SCRIPTS, SMALL, cli
 
 NUM_ENVS, NUM_STEPS = 4, 16  # one iteration = 64 steps
 TINY = dict(num_envs=NUM_ENVS, num_steps=NUM_STEPS, num_minibatches=2, update_epochs=1, cuda=False,
@@ -109,6 +111,22 @@ def test_resuming_with_other_arguments_another_script_or_no_checkpoint_fails_cle
     # options about where and how a run goes may change on resumption (here --threads and --checkpoint-every)
     result = subprocess.run(cli("ppo_lstm", **dict(args, threads=2, checkpoint_every=5), resume=run_dir), cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_checkpoint_older_than_an_option_compares_it_at_its_default(script, tmp_path):
+    """A checkpoint written before an option existed (here the heads' --head-activation and --head-hidden-gain) ran
+    with the option's default: it resumes with the default and is refused with another value."""
+    module = importlib.import_module(script)
+    args = module.check_args(module.Args(**SMALL[script], num_envs=2, num_minibatches=2))
+    saved = {k: v for k, v in vars(args).items() if k not in ("head_activation", "head_hidden_gain")}
+    torch.save({"script": f"{script}.py", "args": saved}, tmp_path / "checkpoint.pt")
+    assert module.load_checkpoint(str(tmp_path), args)["args"] == saved
+    for change, message in [({"head_activation": "relu"}, "--head-activation tanh (this command: relu)"),
+                            ({"head_hidden_gain": 2.0}, "--head-hidden-gain 1.4142135623730951 (this command: 2.0)")]:
+        with pytest.raises(ValueError, match="the run was started with other arguments") as e:
+            module.load_checkpoint(str(tmp_path), dataclasses.replace(args, **change))
+        assert message in str(e.value)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -306,6 +306,9 @@ def test_craftax_autoreset_and_episode_stats(craftax_vec):
         info = infos["final_info"][i]
         assert info["episode"]["l"][0] == LIMIT and info["episode"]["r"][0] == pytest.approx(returns[i])
         assert 0.0 <= info["achievements"] <= 1.0 and "success" not in info
+        flags = info["achievement_flags"]  # which achievements: their mean is the share above
+        assert flags.shape == (len(envs.craftax.achievement_names(vec.env_id)),) and set(flags.tolist()) <= {0, 1}
+        assert flags.mean() == pytest.approx(info["achievements"])
         assert infos["final_observation"][i].shape == (1345,)
         assert not np.array_equal(infos["final_observation"][i], obs[i])  # the env moved on to a new world
     # Fresh worlds from the pool: 4 finished envs, pool of 2 -> envs 0, 2 share a world, as do 1, 3.
@@ -345,3 +348,21 @@ def test_ppo_lstm_trains_on_craftax_classic_and_logs_achievements(tmp_path):
     assert [e.value for e in acc.Scalars("charts/episodic_length")] == [8.0, 8.0]
     assert all(0.0 <= e.value <= 1.0 for e in acc.Scalars("charts/achievements"))
     assert "charts/success_rate" not in acc.Tags()["scalars"]  # Craftax reports no success
+    # one success rate per achievement and update, named as the game names them; their mean is the share above
+    names = envs.craftax.achievement_names("Craftax-Classic-Symbolic-v1")
+    assert {t for t in acc.Tags()["scalars"] if t.startswith("achievements/")} == {f"achievements/{n}" for n in names}
+    rates = np.array([[e.value for e in acc.Scalars(f"achievements/{n}")] for n in names])  # (22, updates)
+    assert rates.shape == (22, 2) and ((0 <= rates) & (rates <= 1)).all()
+    np.testing.assert_allclose(rates.mean(axis=0), [e.value for e in acc.Scalars("charts/achievements")], atol=1e-6)
+
+    # the Craftax paper's table from this run: one row per achievement, its rate over the last 10% of the points
+    out = tmp_path / "table"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "plots", "craftax_achievements.py"), "--runs-dir",
+                             str(tmp_path / "runs"), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = (out.with_suffix(".md")).read_text().splitlines()
+    assert rows[0].startswith("| achievement | ppo_lstm |")
+    table = {row.split("|")[1].strip(): row.split("|")[2].strip() for row in rows[2:] if row.startswith("| ")}
+    assert set(names) <= set(table) and table["collect_wood"] == f"{100 * rates[names.index('collect_wood')][-1]:.1f}"
+    csv_rows = (out.with_suffix(".csv")).read_text().splitlines()
+    assert csv_rows[0] == "achievement,ppo_lstm" and len(csv_rows) == 1 + len(names) + 1  # + the mean over achievements

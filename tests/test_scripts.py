@@ -147,6 +147,31 @@ def test_unsupported_spaces_are_refused_clearly(script):
         module.Agent(OBS_SPACE, gym.spaces.Box(-1, 1, (2,), np.float32), args)
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_relu_heads_have_their_hidden_gain(script):
+    """--head-activation relu --head-hidden-gain 2 (the release's Craftax heads: Dense(128) -> relu -> Dense, output
+    gains 0.01 and 1): relu between the layers, and every singular value of each orthogonal weight is its gain."""
+    module = importlib.import_module(script)
+    torch.manual_seed(0)
+    args = module.check_args(module.Args(**SMALL[script], head_hidden=128, head_activation="relu", head_hidden_gain=2.0,
+                                         actor_gain=0.01, critic_gain=1.0, num_envs=2, num_minibatches=2))
+    agent = module.Agent(OBS_SPACE, ACTION_SPACE, args).double()
+    x = torch.randn(3, agent.actor[0].in_features, dtype=torch.float64)
+    for head, n_out, gain in ((agent.actor, 5, 0.01), (agent.critic, 1, 1.0)):
+        hidden, activation, out = head
+        assert type(activation) is torch.nn.ReLU and hidden.out_features == 128 and out.out_features == n_out
+        for layer, std in ((hidden, 2.0), (out, gain)):
+            singular = torch.linalg.svdvals(layer.weight)
+            torch.testing.assert_close(singular, torch.full_like(singular, std), atol=1e-6 * std, rtol=0)
+            assert not layer.bias.any()
+        torch.testing.assert_close(head(x), out(torch.relu(hidden(x))), rtol=0, atol=0)
+    # the default stays the release's T-Maze head: tanh, hidden gain sqrt(2)
+    hidden, activation, _ = module.Agent(OBS_SPACE, ACTION_SPACE, module.Args(**SMALL[script], head_hidden=8)).actor
+    assert type(activation) is torch.nn.Tanh
+    singular = torch.linalg.svdvals(hidden.weight.double())
+    torch.testing.assert_close(singular, torch.full_like(singular, 2**0.5), atol=1e-6, rtol=0)
+
+
 def cli(script, **kwargs):
     args = [sys.executable, os.path.join(ROOT, f"{script}.py")]
     for key, value in {**SMALL[script], **kwargs}.items():

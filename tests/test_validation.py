@@ -26,7 +26,7 @@ SHARED_BAD = [
     ("learning_rate", 0.0), ("adam_eps", 0.0), ("num_envs", 0), ("num_steps", 0), ("seq_len", -1), ("gamma", -0.01),
     ("gamma", 1.5), ("gae_lambda", 1.01), ("num_minibatches", 0), ("update_epochs", 0), ("clip_coef", 0.0),
     ("ent_coef", -0.01), ("vf_coef", -0.5), ("max_grad_norm", 0.0), ("target_kl", 0.0), ("head_hidden", -1),
-    ("learning_rate", math.nan), ("max_grad_norm", math.inf),
+    ("learning_rate", math.nan), ("max_grad_norm", math.inf), ("head_hidden_gain", 0.0), ("head_hidden_gain", -2.0),
 ]
 # each script's memory-model sizes: all must be at least 1
 MODEL_SIZES = {
@@ -70,6 +70,9 @@ def test_check_args_refuses_every_bad_number_naming_its_option(script):
                 assert refusal(module, args, **{name: value}).startswith(f"--{name.replace('_', '-')} ({value}) must be a finite number")
     # every numeric option has a rule here, or is declared free: a new option cannot go unchecked unnoticed
     assert set(numeric_fields(module)) - FREE - {name for name, _ in bad} == set()
+    # the heads' activation is a name: tanh or relu, nothing else
+    for value in ("gelu", "Tanh", ""):
+        assert refusal(module, args, head_activation=value) == f"--head-activation ({value}) must be one of tanh, relu"
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -79,7 +82,7 @@ def test_good_values_pass_check_args(script):
     args = good_args(module, script)
     edges = {"seed": 0, "threads": 0, "checkpoint_every": 0, "stop_at_success": 1.0, "learning_rate": 1e-9, "adam_eps": 1e-8,
              "gamma": 1.0, "gae_lambda": 0.0, "ent_coef": 0.0, "vf_coef": 0.0, "target_kl": 0.01, "seq_len": 0,
-             "head_hidden": 0, "actor_gain": -1.0, "critic_gain": 0.0}
+             "head_hidden": 0, "actor_gain": -1.0, "critic_gain": 0.0, "head_activation": "relu", "head_hidden_gain": 1e-3}
     edges.update({name: -5.0 for name in ("gru_bias", "gate_bias", "forget_bias") if hasattr(args, name)})
     checked = module.check_args(dataclasses.replace(args, **edges))
     assert checked.seq_len == checked.num_steps and checked.num_iterations >= 1
@@ -87,10 +90,10 @@ def test_good_values_pass_check_args(script):
         module.check_args(dataclasses.replace(args, **{name: 1}))
 
 
-# the issue's three examples and one more, one script each: a subprocess costs about a second
+# the issue's three examples and two more (a bad head activation is a name, not a number): a subprocess costs about a second
 CLI_CASES = [
     ("ppo_agalite", "learning_rate", "-1"), ("ppo_galite", "num_envs", "0"),
-    ("ppo_gtrxl", "stop_at_success", "2"), ("ppo_lstm", "seed", "-1"),
+    ("ppo_gtrxl", "stop_at_success", "2"), ("ppo_lstm", "seed", "-1"), ("ppo_agalite", "head_activation", "gelu"),
 ]
 
 
