@@ -23,26 +23,19 @@ torch loops run. `loops()` switches the registered kernels off for a `with` bloc
 
 import contextlib
 import functools
-import hashlib
 import math
 import os
-import platform
 import sys
-import time
 
 import torch
+
+import cpp_build  # the C++ build, shared with the other kernels' module
 
 OPS = ("agalite::key_readout", "agalite::key_readout_backward", "agalite::linear_recurrence",
        "agalite::linear_recurrence_backward")
 CPP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agalite_kernels.cpp")
 CPP_FUNCTIONS = ["key_readout_forward", "key_readout_backward", "linear_recurrence_forward", "linear_recurrence_backward"]
 
-
-def cpp_flags():
-    """-O3; OpenMP (at::parallel_for over sequences, in the libgomp torch has loaded, and `omp simd` reductions);
-    AVX2 and FMA where torch itself uses them on this CPU (the capability is part of the build's cache key)."""
-    vector = ["-mavx2", "-mfma"] if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else []
-    return ["-O3", "-fopenmp", *vector]
 
 _extension = None  # the built C++ module
 _registered = set()  # device types whose kernels are registered
@@ -62,28 +55,9 @@ def build_cpu(verbose=False):
     global _extension
     if _extension is not None or "cpu" in _failed:
         return _extension
-    from torch.utils import cpp_extension
-
-    bin_dir = os.path.dirname(sys.executable)  # ninja installed in a virtualenv that is not activated
-    if os.path.exists(os.path.join(bin_dir, "ninja")) and bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    source, flags = open(CPP_FILE).read(), cpp_flags()
-    # the cache key: the source, the flags, torch and the machine, so that no stale or foreign build is loaded
-    key = hashlib.sha1("\n".join([source, *flags, torch.__version__, platform.machine()]).encode()).hexdigest()[:10]
-    t0 = time.perf_counter()
-    try:
-        _extension = cpp_extension.load_inline(
-            name=f"agalite_kernels_{key}", cpp_sources=[source], functions=CPP_FUNCTIONS,
-            extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=verbose,
-        )
-    except Exception as e:  # no compiler, no ninja, a compilation error: the loops run instead
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-        first = next((line for line in lines if "error" in line.lower() and "Error building" not in line), lines[0])
-        _say_once("cpu", f"the fused C++ kernels could not be built ({first[-200:]})")
-        return None
-    if time.perf_counter() - t0 > 2:
-        print(f"agalite_kernels: built the fused C++ kernels in {time.perf_counter() - t0:.0f} s (cached for later runs)",
-              file=sys.stderr, flush=True)
+    _extension, why = cpp_build.load("agalite_kernels", CPP_FILE, CPP_FUNCTIONS, verbose)
+    if why:
+        _say_once("cpu", why)
     return _extension
 
 
