@@ -2,6 +2,7 @@
 torch.utils.cpp_extension.load_inline, cached in torch's extension directory under a key made of the source, the
 flags, torch's version and the machine, so that no stale or foreign build is ever loaded."""
 
+import glob
 import hashlib
 import os
 import platform
@@ -28,6 +29,10 @@ def load(name, cpp_file, functions, verbose=False):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     source, flags = open(cpp_file).read(), cpp_flags()
     key = hashlib.sha1("\n".join([source, *flags, torch.__version__, platform.machine()]).encode()).hexdigest()[:10]
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()  # as load_inline finds it
+    built = glob.glob(os.path.join(root, f"{name}_{key}", "*.so")) + glob.glob(os.path.join(root, "*", f"{name}_{key}", "*.so"))
+    if not built:
+        print(f"{name}: building the fused C++ kernels (once per machine, about a minute)", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     try:
         module = cpp_extension.load_inline(name=f"{name}_{key}", cpp_sources=[source], functions=functions,
