@@ -29,6 +29,7 @@ are compared over the same steps) and prints one row per run:
 
 Usage:
     python benchmarks/tmaze_ablation.py --print-commands          # the sweep commands that make the runs
+    python benchmarks/tmaze_ablation.py --optimizer-checks        # the sweeps that check what the release's optimizer did
     python benchmarks/tmaze_ablation.py --budget 1000000            # the table (markdown) from runs/
     python benchmarks/tmaze_ablation.py --tags protocol --scripts agalite gtrxl lstm --budget 5000000  # other sweeps
     python benchmarks/tmaze_ablation.py --tags protocolgb --grid gate_bias=-3 --budget 5000000   # runs with grid options
@@ -74,6 +75,20 @@ EARLIER_PROTOCOL = f"{_A2C_TMAZE} --adam-eps 1e-5 --vf-coef 0.5 --learning-rate 
 CORRIDOR_SWEEP = dict(tag="release", corridors=(60, 120, 200), seeds=(1, 2, 3), budget=5_000_000, stop_at_success=0.95)
 
 
+# The checks of what the release's optimizer settings did (docs/tmaze_protocol.md, "What did it"): the protocol with
+# one of its two settings set back to the earlier protocol's, AGaLiTe at corridor 120, seeds 1 and 2, up to 3M steps
+# (both settings together are the corridor figure's cells; the earlier protocol's runs are the fourth column), and
+# the gate-bias finding of the earlier protocol under the release's (--gate-bias -3, corridor 120, seeds 1-2, 5M)
+ATTRIBUTION = {
+    "Adam eps 1e-8 alone": ("attr_eps", "--vf-coef 0.5"),
+    "--vf-coef 1.0 alone": ("attr_vf", "--adam-eps 1e-5"),
+}
+ATTRIBUTION_SWEEP = dict(script="agalite", corridor=120, seeds=(1, 2), budget=3_000_000)
+GATE_BIAS_SWEEP = dict(tag="releasegb", script="agalite", corridor=120, seeds=(1, 2), budget=5_000_000, gate_bias=-3)
+# the passive T-Maze (docs/tmaze_passive.md) with the scripts' own PPO and initialisation, only Adam's eps the release's
+PASSIVE_EPS_SWEEP = dict(tag="passive_eps8", script="agalite", corridors=(100, 400), seeds=(1, 2), budget=3_000_000)
+
+
 def protocol(script):
     """The release's T-Maze flags for ppo_<script>.py."""
     return f"{PROTOCOL_COMMON} {PROTOCOL_MODEL[script]}"
@@ -86,6 +101,28 @@ def corridor_sweep_command(script):
             f"--grid env.corridor_length={','.join(map(str, s['corridors']))} --seeds {' '.join(map(str, s['seeds']))} "
             f"--total-timesteps {s['budget']} --checkpoint-every 50 --jobs 1 -- {protocol(script)} "
             f"--stop-at-success {s['stop_at_success']} {SPEED_FLAGS[script]}".rstrip())
+
+
+def optimizer_check_commands():
+    """The sweeps of the optimizer checks above (attribution, gate bias, passive T-Maze), in that order."""
+    a, g, p = ATTRIBUTION_SWEEP, GATE_BIAS_SWEEP, PASSIVE_EPS_SWEEP
+    seeds = lambda s: " ".join(map(str, s["seeds"]))
+    commands = [
+        (f"python benchmarks/sweep.py --tag {tag} --env-id TMaze-v0 --scripts {a['script']} "
+         f"--grid env.corridor_length={a['corridor']} --seeds {seeds(a)} --total-timesteps {a['budget']} --checkpoint-every 50 "
+         f"--jobs 1 -- {protocol(a['script'])} {flags} --stop-at-success {CORRIDOR_SWEEP['stop_at_success']} {SPEED_FLAGS[a['script']]}").rstrip()
+        for tag, flags in ATTRIBUTION.values()]
+    commands.append(
+        f"python benchmarks/sweep.py --tag {g['tag']} --env-id TMaze-v0 --scripts {g['script']} "
+        f"--grid env.corridor_length={g['corridor']} gate_bias={g['gate_bias']} --seeds {seeds(g)} --total-timesteps {g['budget']} "
+        f"--checkpoint-every 50 --jobs 1 -- {protocol(g['script'])} --stop-at-success {CORRIDOR_SWEEP['stop_at_success']} "
+        f"{SPEED_FLAGS[g['script']]}".rstrip())
+    commands += [
+        f"python benchmarks/sweep.py --tag {p['tag']} --env-id TMazePassive-v0 --scripts {p['script']} "
+        f"--grid env.corridor_length={L} env.carried=true --seeds {seeds(p)} --total-timesteps {p['budget']} "
+        f"--solved-threshold 0.95 --checkpoint-every 50 --jobs 1 -- --num-steps {L + 1} --stop-at-success 0.95 --adam-eps 1e-8"
+        for L in p["corridors"]]
+    return commands
 
 
 # variant: (sweep tag, flags after the protocol's; later flags win)
@@ -119,6 +156,12 @@ class Args:
     for all), which made the ablation tables in docs/tmaze_protocol.md"""
     corridor_sweeps: bool = False
     """print the sweep commands of the corridor figure (the release's protocol, one per script) and exit"""
+    optimizer_checks: bool = False
+    """print the sweep commands of the optimizer checks (eps alone, --vf-coef alone, --gate-bias -3 under the release's
+    protocol, the passive T-Maze with Adam eps 1e-8) and exit"""
+    results_table: str = ""
+    """print the markdown table of docs/tmaze_protocol.md's results from this summary CSV of sweep.py (e.g.
+    plots/results/tmaze_release.csv) and exit"""
     tags: List[str] = field(default_factory=list)
     """read the runs of these sweep tags instead of the variants' (e.g. protocol: the 5M-step corridor runs)"""
     grid: List[str] = field(default_factory=list)
@@ -167,6 +210,30 @@ def summarize(scalars, budget, time_limit, final_frac=0.1):
     }
 
 
+MODEL_NAMES = {"agalite": "AGaLiTe", "galite": "GaLiTe", "gtrxl": "GTrXL-128", "lstm": "LSTM"}
+
+
+def results_table(csv_path):
+    """The summary CSV's rows (one per run) as a markdown table, ordered by model, corridor and seed: where each run
+    stopped (solved: the sweep's solved_at, the step its 5-update mean success reached the threshold), its final
+    success and return (means over the last 10% of its logged updates)."""
+    import csv
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    order = list(MODEL_NAMES)
+    rows.sort(key=lambda r: (order.index(r["script"]) if r["script"] in order else len(order), r["script"],
+                             int(r["corridor_length"]), int(r["seed"])))
+    lines = ["| model | corridor | seed | stopped at | final success | final return |", "|---|---:|---:|---|---:|---:|"]
+    for r in rows:
+        steps = int(r["steps"])
+        stopped = f"{steps / 1e6:.2f}M" if steps < 4_990_000 else f"{round(steps / 1e6)}M"
+        state = f"solved at {int(r['solved_at']) / 1e6:.2f}M" if r["solved_at"] else "not solved"
+        lines.append(f"| {MODEL_NAMES.get(r['script'], r['script'])} | {r['corridor_length']} | {r['seed']} | {stopped}, {state} | "
+                     f"{float(r['final_success']):.2f} | {float(r['final_return']):.1f} |")
+    return lines
+
+
 def table(args):
     lines = [f"| variant | script | seed | steps read | first junction | junction share | success | return | solved at | entropy start -> end |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -194,6 +261,12 @@ if __name__ == "__main__":
     if args.corridor_sweeps:
         for script in args.scripts:
             print(corridor_sweep_command(script))
+        sys.exit(0)
+    if args.results_table:
+        print("\n".join(results_table(args.results_table)))
+        sys.exit(0)
+    if args.optimizer_checks:
+        print("\n".join(optimizer_check_commands()))
         sys.exit(0)
     if args.print_commands:
         for variant in VARIANTS:

@@ -93,3 +93,54 @@ def test_the_protocol_differs_between_models_only_in_their_own_settings():
     command = tmaze_ablation.corridor_sweep_command("gtrxl")
     assert "--tag release " in command and "--scripts gtrxl " in command and "--learning-rate 5e-4 --ent-coef 0.01" in command
     assert "--stop-at-success 0.95" in command and "--grid env.corridor_length=60,120,200 --seeds 1 2 3" in command
+
+
+def test_optimizer_checks_change_only_their_own_settings():
+    """The attribution sweeps set one of the release's two optimizer settings back to the earlier protocol's; the
+    gate-bias sweep adds only --gate-bias -3 (as a grid entry); the passive sweeps are the scripts' defaults with
+    only Adam's eps changed."""
+    sweep = load("benchmarks/sweep.py", "sweep")
+    parse = lambda flags: dataclasses.asdict(tyro.cli(ppo_agalite.Args, args=shlex.split(flags)))
+    protocol = parse(tmaze_ablation.protocol("agalite"))
+    defaults = dataclasses.asdict(ppo_agalite.Args())
+    commands = tmaze_ablation.optimizer_check_commands()
+    assert len(commands) == 5
+    changed = []
+    for command in commands:
+        head, _, flags = command.partition(" -- ")
+        sweep_args = tyro.cli(sweep.Args, args=shlex.split(head)[2:])
+        args = parse(flags)
+        base = defaults if sweep_args.env_id == "TMazePassive-v0" else protocol
+        diff = {k: args[k] for k in args if args[k] != base[k] and k not in ("compile", "stop_at_success", "num_steps")}
+        changed.append((sweep_args.tag, sorted(sweep_args.grid), sweep_args.seeds, sweep_args.total_timesteps, diff))
+    assert changed == [
+        ("attr_eps", ["env.corridor_length=120"], [1, 2], 3_000_000, {"vf_coef": 0.5}),
+        ("attr_vf", ["env.corridor_length=120"], [1, 2], 3_000_000, {"adam_eps": 1e-5}),
+        ("releasegb", ["env.corridor_length=120", "gate_bias=-3"], [1, 2], 5_000_000, {}),
+        ("passive_eps8", ["env.carried=true", "env.corridor_length=100"], [1, 2], 3_000_000, {"adam_eps": 1e-8}),
+        ("passive_eps8", ["env.carried=true", "env.corridor_length=400"], [1, 2], 3_000_000, {"adam_eps": 1e-8}),
+    ]
+    # the earlier protocol's value of the setting each attribution sweep changes back
+    earlier = parse(tmaze_ablation.EARLIER_PROTOCOL)
+    assert (earlier["vf_coef"], earlier["adam_eps"]) == (0.5, 1e-5)
+    assert "--num-steps 401" in commands[-1] and "--stop-at-success 0.95" in commands[-1]
+
+
+def test_the_docs_results_table_is_the_committed_csv(tmp_path):
+    """docs/tmaze_protocol.md's table of the corridor runs is printed from plots/results/tmaze_release.csv (the
+    sweeps' own summary), so the page cannot drift from the CSV; the table lists runs by model, corridor and seed."""
+    import os
+
+    from conftest import ROOT
+
+    lines = tmaze_ablation.results_table(os.path.join(ROOT, "plots", "results", "tmaze_release.csv"))
+    with open(os.path.join(ROOT, "docs", "tmaze_protocol.md")) as f:
+        assert "\n".join(lines) + "\n" in f.read()
+    csv = tmp_path / "summary.csv"
+    csv.write_text("script,corridor_length,seed,final_success,final_return,solved_at,sps,steps,wall_time_s,run_dir\n"
+                   "lstm,60,1,0.5,-4.0,,1,4999168,1,r\ngtrxl,120,2,0.9,-9.0,300000,1,310000,1,r\nagalite,200,1,0.95,-17.0,1000000,1,1200000,1,r\n")
+    assert tmaze_ablation.results_table(str(csv))[2:] == [
+        "| AGaLiTe | 200 | 1 | 1.20M, solved at 1.00M | 0.95 | -17.0 |",
+        "| GTrXL-128 | 120 | 2 | 0.31M, solved at 0.30M | 0.90 | -9.0 |",
+        "| LSTM | 60 | 1 | 5M, not solved | 0.50 | -4.0 |",
+    ]
