@@ -44,6 +44,8 @@ class Args:
     """the eps values to compare (CleanRL's 1e-5, optax's 1e-8)"""
     layers: List[int] = field(default_factory=list)
     """only these layers' rows (and the parameters outside the layers); empty: all"""
+    parts: List[str] = field(default_factory=list)
+    """only the parts whose name starts with one of these (e.g. attention gate1); empty: all"""
     merge_layers: bool = False
     """one row per part over all the (chosen) layers instead of one per layer and part"""
 
@@ -86,7 +88,7 @@ def split_parameter(name, tensor, agent):
     return [(layer, re.sub(r"\.\d+$", "", module or rest), tensor.reshape(-1))]  # ffc.0, ffc.2 -> ffc; actor.0 -> actor
 
 
-def moments_table(checkpoint, eps_values, layers=(), merge_layers=False):
+def moments_table(checkpoint, eps_values, layers=(), merge_layers=False, parts_wanted=()):
     """Rows {layer, part, n, q25, median, q75, below[eps], factor[eps]} of sqrt(v_hat) from the checkpoint's Adam state
     (layer None: a parameter outside the layers, or with merge_layers the part's entries in every layer)."""
     agent, run_args = build_agent(checkpoint)
@@ -106,7 +108,7 @@ def moments_table(checkpoint, eps_values, layers=(), merge_layers=False):
         step = float(state["step"])
         root_v = (state["exp_avg_sq"].double() / (1 - beta2 ** step)).sqrt()  # sqrt(v_hat), torch's bias correction
         for layer, part, entries in split_parameter(name, root_v, agent):
-            if layers and layer is not None and layer not in layers:
+            if (layers and layer is not None and layer not in layers) or (parts_wanted and not part.startswith(tuple(parts_wanted))):
                 continue
             parts.setdefault((None if merge_layers else layer, part), []).append(entries)
     rows = []
@@ -143,7 +145,7 @@ if __name__ == "__main__":
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds numpy states
         if "optimizer" not in checkpoint or "script" not in checkpoint:
             raise SystemExit(f"error: {path} is not a checkpoint of one of the ppo_*.py scripts")
-        rows, run_args, step = moments_table(checkpoint, args.eps, args.layers, args.merge_layers)
+        rows, run_args, step = moments_table(checkpoint, args.eps, args.layers, args.merge_layers, args.parts)
         print(f"\n{path}: {checkpoint['script']} on {run_args.env_id} {run_args.env_kwargs}, environment step "
               f"{checkpoint['global_step']:,} (Adam step {step:.0f}), the run's eps {getattr(run_args, 'adam_eps', 1e-5):g}")
         print("\n".join(markdown(rows, args.eps)))

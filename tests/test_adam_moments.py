@@ -73,6 +73,8 @@ def test_merged_layers_and_layer_choice():
     assert {r["layer"] for r in merged} == {None}
     first, _, _ = adam_moments.moments_table(checkpoint, [1e-5], layers=[0])
     assert {r["layer"] for r in first} == {None, 0}
+    chosen, _, _ = adam_moments.moments_table(checkpoint, [1e-5], merge_layers=True, parts_wanted=["attention.proj", "gate1"])
+    assert {r["part"] for r in chosen} == {f"attention.proj {p}" for p in adam_moments.AGALITE_PROJ_PARTS} | {"gate1.b_g", "gate1.w", "gate1.u", "gate1.u_g"}
 
 
 def test_step_factor_falls_with_eps_and_lstm_is_grouped_by_module():
