@@ -21,7 +21,8 @@ out of time) continues from the newest checkpoint.pt of its run directories (`--
 wrote none. A marker written for other arguments (say another --total-timesteps) stops the sweep with a message
 rather than mixing the two: use another --tag, or delete the markers.
 
-At the end the summary CSV (default <workdir>/runs/<tag>_summary.csv) gets one row per finished run of the grid (rows
+After each finished run (locally) and at the end, the summary CSV (default <workdir>/runs/<tag>_summary.csv) gets one
+row per finished run of the grid (rows
 of the tag's other grids stay, while their run directories exist; the columns are the union of the grids' keys):
 script, one column per grid key, seed, final_success, final_return (mean of the last --final-frac of the run's
 logged points of charts/success_rate and charts/episodic_return), solved_at (the first step at which the mean
@@ -47,6 +48,10 @@ import time
 from dataclasses import dataclass, field
 from typing import List
 
+try:
+    import fcntl  # the summary's lock (POSIX; elsewhere side-by-side sweeps of one tag are not guarded)
+except ImportError:
+    fcntl = None
 import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -275,8 +280,9 @@ def submit(args, todo, env):
     return executor.map_array(job, todo, [" ".join(map(shlex.quote, shlex.split(args.python_cmd)))] * n, [args.workdir] * n, [env] * n)
 
 
-def run_local(args, todo, env):
-    """Runs the runs as local processes, --jobs at a time; returns (ran, failed) names."""
+def run_local(args, todo, env, on_finish=lambda: None):
+    """Runs the runs as local processes, --jobs at a time, calling on_finish() after each run that finishes;
+    returns (ran, failed) names."""
     ran, failed, running = [], [], []
     pending = list(todo)
     try:
@@ -307,6 +313,7 @@ def run_local(args, todo, env):
                     failed.append(name)
                     continue
                 ran.append(name)
+                on_finish()
                 print(f"finished {name} in {marker['wall_time_s'] / 60:.1f} min -> {marker['run_dir']} ({len(ran) + len(failed)}/{len(todo)})", flush=True)
     except KeyboardInterrupt:
         for _, proc, log, _, _ in running:
@@ -339,7 +346,17 @@ def summary_row(args, run, marker):
             "steps": steps, "wall_time_s": round(marker["wall_time_s"], 1), "run_dir": marker["run_dir"]}
 
 
-def write_summary(args, runs):
+def write_summary(args, runs, quiet=False):
+    """Writes the summary CSV: a row per finished run of `runs`, and the rows other invocations wrote. Sweeps of one
+    tag may run side by side (e.g. one per script): the file is rewritten under a lock and replaced atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(args.summary_csv)), exist_ok=True)
+    with open(args.summary_csv + ".lock", "w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _write_summary(args, runs, quiet)
+
+
+def _write_summary(args, runs, quiet):
     rows = []
     for run in runs:
         marker = read_marker(run, args.workdir)
@@ -355,12 +372,12 @@ def write_summary(args, runs):
             grid_columns = [c for c in reader.fieldnames if c not in ["script", "seed"] + STAT_COLUMNS] + [c for c in grid_columns if c not in reader.fieldnames]
             ours = {row["run_dir"] for row in rows}
             kept = [row for row in reader if row["run_dir"] not in ours and os.path.isdir(os.path.join(args.workdir, row["run_dir"]))]
-    os.makedirs(os.path.dirname(os.path.abspath(args.summary_csv)), exist_ok=True)
-    with open(args.summary_csv, "w", newline="") as f:
+    with open(args.summary_csv + ".tmp", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["script"] + grid_columns + ["seed"] + STAT_COLUMNS, restval="")
         writer.writeheader()
         writer.writerows(kept + rows)
-    for row in rows:
+    os.replace(args.summary_csv + ".tmp", args.summary_csv)
+    for row in [] if quiet else rows:
         point = " ".join(f"{k}={row[k]}" for k in rows[0] if k not in ["script", "seed"] + STAT_COLUMNS)
         print(f"{row['script']:>8} {point} seed {row['seed']:<3} success {row['final_success']!s:>8} "
               f"return {row['final_return']!s:>9} solved at {row['solved_at'] or 'never':>8} steps {row['steps']:>9} {row['wall_time_s']:>8} s")
@@ -395,7 +412,8 @@ def main(args, extra_args=()):
 
     os.makedirs(args.log_dir, exist_ok=True)
     if args.launcher == "local":
-        ran, failed = run_local(args, todo, env)
+        # the summary is brought up to date after every finished run, so a sweep stopped midway keeps its finished rows
+        ran, failed = run_local(args, todo, env, on_finish=lambda: write_summary(args, runs, quiet=True))
     else:
         jobs = submit(args, todo, env) if todo else []
         print(f"submitted {len(jobs)} jobs ({', '.join(j.job_id for j in jobs[:3])}{', ...' if len(jobs) > 3 else ''}); logs in {args.log_dir}")

@@ -290,3 +290,29 @@ def test_sweep_grid_values_are_json_where_they_can_be():
     sweep_tool = load("benchmarks/sweep.py", "sweep_tool_grid")
     assert sweep_tool.parse_grid(["env.corridor_length=50,800", "env.carried=true,false", "ent_coef=1e-3", "x=abc"]) == [
         ("env.corridor_length", [50, 800]), ("env.carried", [True, False]), ("ent_coef", [0.001]), ("x", ["abc"])]
+
+
+def test_a_sweep_stopped_midway_keeps_the_summary_rows_of_its_finished_runs(tmp_path):
+    """The summary is written after every finished run, not only at the end: a sweep killed while its second run
+    trains has the first run's row (and another invocation's rows of the same tag stay)."""
+    summary = tmp_path / "runs" / "sweep_summary.csv"
+    summary.parent.mkdir(parents=True)
+    run_dir = tmp_path / "runs" / "other_run"
+    run_dir.mkdir()
+    summary.write_text("script,corridor_length,seed,final_success,final_return,solved_at,sps,steps,wall_time_s,run_dir\n"
+                       "lstm,9,1,0.5,-1.0,,1,10,1.0,runs/other_run\n")
+    cmd = [sys.executable, SWEEP, "--scripts", "lstm", "--grid", "env.corridor_length=2", "--seeds", "1", "2",
+           "--total-timesteps", str(4 * NUM_ENVS * NUM_STEPS), "--checkpoint-every", "2", "--jobs", "1",
+           "--workdir", str(tmp_path), "--poll-s", "0.05", "--"] + TINY_LSTM
+    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while not script_pids(tmp_path, seed=2) and time.time() < deadline and sweep.poll() is None:
+        time.sleep(0.05)
+    assert script_pids(tmp_path, seed=2), "the second run never started"
+    sweep.kill()  # the sweep dies before its end-of-sweep summary
+    sweep.communicate(timeout=60)
+    for pid in script_pids(tmp_path, seed=2):
+        os.kill(pid, signal.SIGKILL)
+    with open(summary) as f:
+        rows = [line.split(",")[:3] for line in f.read().splitlines()]
+    assert rows == [["script", "corridor_length", "seed"], ["lstm", "9", "1"], ["lstm", "2", "1"]]
