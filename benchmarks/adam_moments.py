@@ -17,6 +17,7 @@ actor, critic, ...), weights and biases together; the other scripts' parameters 
 
     python benchmarks/adam_moments.py runs/<run>                       # a run's checkpoint.pt
     python benchmarks/adam_moments.py snapshots/<run>/*.pt --layers 0  # several checkpoints of one run, first layer
+    python benchmarks/adam_moments.py runs/<a> runs/<b> --merge-layers --side-by-side --eps 1e-5   # one table, a column each
 """
 
 import importlib
@@ -48,6 +49,9 @@ class Args:
     """only the parts whose name starts with one of these (e.g. attention gate1); empty: all"""
     merge_layers: bool = False
     """one row per part over all the (chosen) layers instead of one per layer and part"""
+    side_by_side: bool = False
+    """one table: a row per (layer, part), a column per checkpoint, each cell the median sqrt(v_hat) and the median
+    step factor at the first --eps"""
 
 
 AGALITE_PROJ_PARTS = ["k", "q", "v", "beta", "gamma", "p1", "p2", "p3"]
@@ -135,17 +139,39 @@ def markdown(rows, eps_values):
     return lines
 
 
+def side_by_side(tables, eps):
+    """[(label, rows)] -> one markdown table: a row per (layer, part) of any checkpoint (in order of appearance), a
+    column per checkpoint ("-" where a model has no such part)."""
+    keys = list(dict.fromkeys((row["layer"], row["part"]) for _, rows in tables for row in rows))
+    lines = ["| layer | part | " + " | ".join(label for label, _ in tables) + " |", "|---|---|" + "---|" * len(tables)]
+    for key in keys:
+        cells = []
+        for _, rows in tables:
+            row = next((r for r in rows if (r["layer"], r["part"]) == key), None)
+            cells.append("-" if row is None else f"{row['median']:.1e} ({row['factor'][eps]:.2f})")
+        lines.append(f"| {'all' if key[0] is None else key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
     if any(eps <= 0 for eps in args.eps):
         raise SystemExit(f"error: --eps must be positive, got {args.eps}")
     torch.set_num_threads(1)
+    tables = []
     for path in args.checkpoints:
         path = checkpoint_path(path)
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds numpy states
         if "optimizer" not in checkpoint or "script" not in checkpoint:
             raise SystemExit(f"error: {path} is not a checkpoint of one of the ppo_*.py scripts")
         rows, run_args, step = moments_table(checkpoint, args.eps, args.layers, args.merge_layers, args.parts)
+        if args.side_by_side:
+            corridor = json.loads(run_args.env_kwargs or "{}").get("corridor_length", "")
+            tables.append((f"{checkpoint['script'][4:-3]} {corridor} s{run_args.seed} {checkpoint['global_step'] / 1e6:.2f}M", rows))
+            continue
         print(f"\n{path}: {checkpoint['script']} on {run_args.env_id} {run_args.env_kwargs}, environment step "
               f"{checkpoint['global_step']:,} (Adam step {step:.0f}), the run's eps {getattr(run_args, 'adam_eps', 1e-5):g}")
         print("\n".join(markdown(rows, args.eps)))
+    if args.side_by_side:
+        print(f"median sqrt(v_hat) (median step factor at eps {args.eps[0]:g}); columns: script, corridor, seed, environment step")
+        print("\n".join(side_by_side(tables, args.eps[0])))

@@ -98,3 +98,17 @@ def test_command_line_reads_a_run_and_refuses_a_missing_one(tmp_path):
     out = subprocess.run([sys.executable, "benchmarks/adam_moments.py", str(tmp_path / "nothing")], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and out.stderr.strip().startswith("error:") and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_side_by_side_has_a_row_per_part_of_any_model_and_a_column_per_checkpoint():
+    agalite, _, _ = trained_checkpoint(ppo_agalite, SMALL)
+    lstm, _, _ = trained_checkpoint(ppo_lstm, dict(lstm_hidden=8, head_hidden=8))
+    a_rows, _, _ = adam_moments.moments_table(agalite, [1e-5], merge_layers=True)
+    l_rows, _, _ = adam_moments.moments_table(lstm, [1e-5], merge_layers=True)
+    lines = adam_moments.side_by_side([("a", a_rows), ("l", l_rows)], 1e-5)
+    assert lines[0] == "| layer | part | a | l |"
+    body = {line.split(" | ")[1]: line for line in lines[2:]}
+    assert set(body) == {r["part"] for r in a_rows} | {r["part"] for r in l_rows}
+    gamma = next(r for r in a_rows if r["part"] == "attention.proj gamma")
+    assert body["attention.proj gamma"] == f"| all | attention.proj gamma | {gamma['median']:.1e} ({gamma['factor'][1e-5]:.2f}) | - |"
+    assert body["lstm_h"].split(" | ")[2] == "-"
