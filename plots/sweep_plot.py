@@ -197,12 +197,13 @@ def unsolved_from_csv(args):
             for r in rows if r["solved_at"] in ("", "nan") and r["steps"] not in ("", "nan")]
 
 
-def spread_crosses(unsolved, logx, width=0.02):
+def spread_crosses(unsolved, logx, width=0.02, all_x=()):
     """The x at which to draw each unsolved run: the runs at one x side by side, `width` of a decade apart on a log
-    axis (of the x range on a linear one), in the order given, so that runs capped at the same steps (say two seeds
-    at a 3M cap) do not hide each other."""
+    axis (of the x range on a linear one: that of all_x, the figure's x values, and the unsolved runs'), in the order
+    given, so that runs capped at the same steps (say two seeds at a 3M cap) do not hide each other."""
     xs = [p[1] for p in unsolved]
-    span = (max(xs) - min(xs) if xs else 0.0) or 1.0
+    every_x = xs + list(all_x)
+    span = (max(every_x) - min(every_x) if every_x else 0.0) or 1.0
     at_x, placed, out = Counter(xs), Counter(), []
     for x in xs:
         offset = (placed[x] - (at_x[x] - 1) / 2) * width  # slots centred on x
@@ -221,7 +222,7 @@ def main(args):
     unsolved = unsolved_from_csv(args) if args.show_unsolved else []
     lines = sorted({p[0] for p in points + unsolved})
     unsolved = sorted(unsolved, key=lambda p: lines.index(p[0]))  # side by side at an x in the legend's order
-    drawn_x = spread_crosses(unsolved, args.logx)
+    drawn_x = spread_crosses(unsolved, args.logx, all_x=[p[1] for p in points])
     several_envs = len({env for env, _ in lines}) > 1
     fig, ax = plt.subplots(figsize=(8, 4.5) if len(lines) > 6 else (6, 4))
     print(f"{'line':<30} {args.x_key:>16} {'n':>3} {'mean':>8} {'ci_low':>8} {'ci_high':>8}")

@@ -268,6 +268,8 @@ def test_sweep_plot_csv_line_columns_and_unsolved(tmp_path, capsys):
     assert spread[0] < spread[1] < spread[2] and spread[3] == 100.0 and np.isclose(spread[0] * spread[2], 400.0 ** 2)
     assert all(abs(np.log10(x / 400.0)) <= 0.02 + 1e-12 for x in spread[:3])
     assert np.allclose(sweep_plot.spread_crosses([("a", 10.0, 1, 1.0), ("b", 10.0, 1, 1.0), ("a", 60.0, 1, 1.0)], logx=False), [9.5, 10.5, 60.0])
+    # all unsolved runs at one x: the figure's x range sets the spacing (not the unsolved runs' own, which is 0)
+    assert np.allclose(sweep_plot.spread_crosses([("a", 200.0, 1, 1.0), ("b", 200.0, 1, 1.0)], logx=False, all_x=[60.0, 120.0]), [198.6, 201.4])
     sweep_plot.main(args)
     assert_figure_files(str(tmp_path / "steps"))
     printed = capsys.readouterr().out
