@@ -114,8 +114,8 @@ def test_optimizer_checks_change_only_their_own_settings():
         diff = {k: args[k] for k in args if args[k] != base[k] and k not in ("compile", "stop_at_success", "num_steps")}
         changed.append((sweep_args.tag, sorted(sweep_args.grid), sweep_args.seeds, sweep_args.total_timesteps, diff))
     assert changed == [
-        ("attr_eps", ["env.corridor_length=120"], [1, 2], 3_000_000, {"vf_coef": 0.5}),
-        ("attr_vf", ["env.corridor_length=120"], [1, 2], 3_000_000, {"adam_eps": 1e-5}),
+        ("attr_eps", ["env.corridor_length=120"], [1, 2], 5_000_000, {"vf_coef": 0.5}),
+        ("attr_vf", ["env.corridor_length=120"], [1, 2], 5_000_000, {"adam_eps": 1e-5}),
         ("releasegb", ["env.corridor_length=120", "gate_bias=-3"], [1, 2], 5_000_000, {}),
         ("passive_eps8", ["env.carried=true", "env.corridor_length=100"], [1, 2], 3_000_000, {"adam_eps": 1e-8}),
         ("passive_eps8", ["env.carried=true", "env.corridor_length=400"], [1, 2], 3_000_000, {"adam_eps": 1e-8}),
