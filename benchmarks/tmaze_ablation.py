@@ -71,7 +71,7 @@ SPEED_FLAGS = {"agalite": "--compile", "galite": "", "gtrxl": "--compile --kv-ca
 # the protocol of the earlier corridor figure and of the ablation tables in docs/ (before 2026-12): CleanRL's Adam eps
 # 1e-5, half the release's value-loss weight, and AGaLiTe's lr and entropy for every model
 EARLIER_PROTOCOL = f"{_A2C_TMAZE} --adam-eps 1e-5 --vf-coef 0.5 --learning-rate 1e-4 --ent-coef 0.001"
-# the corridor figure's sweep (plots/results/tmaze_release.*): tag, corridors, seeds, budget, early stop
+# the corridor figure's sweep (plots/results/tmaze_protocol.*): tag, corridors, seeds, budget, early stop
 CORRIDOR_SWEEP = dict(tag="release", corridors=(60, 120, 200), seeds=(1, 2, 3), budget=5_000_000, stop_at_success=0.95)
 
 
@@ -163,7 +163,7 @@ class Args:
     protocol, the passive T-Maze with Adam eps 1e-8) and exit"""
     results_table: str = ""
     """print the markdown table of docs/tmaze_protocol.md's results from this summary CSV of sweep.py (e.g.
-    plots/results/tmaze_release.csv) and exit"""
+    plots/results/tmaze_protocol.csv) and exit"""
     tags: List[str] = field(default_factory=list)
     """read the runs of these sweep tags instead of the variants' (e.g. protocol: the 5M-step corridor runs)"""
     grid: List[str] = field(default_factory=list)

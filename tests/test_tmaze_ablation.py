@@ -127,13 +127,13 @@ def test_optimizer_checks_change_only_their_own_settings():
 
 
 def test_the_docs_results_table_is_the_committed_csv(tmp_path):
-    """docs/tmaze_protocol.md's table of the corridor runs is printed from plots/results/tmaze_release.csv (the
+    """docs/tmaze_protocol.md's table of the corridor runs is printed from plots/results/tmaze_protocol.csv (the
     sweeps' own summary), so the page cannot drift from the CSV; the table lists runs by model, corridor and seed."""
     import os
 
     from conftest import ROOT
 
-    lines = tmaze_ablation.results_table(os.path.join(ROOT, "plots", "results", "tmaze_release.csv"))
+    lines = tmaze_ablation.results_table(os.path.join(ROOT, "plots", "results", "tmaze_protocol.csv"))
     with open(os.path.join(ROOT, "docs", "tmaze_protocol.md")) as f:
         assert "\n".join(lines) + "\n" in f.read()
     csv = tmp_path / "summary.csv"
