@@ -8,7 +8,7 @@ implementations of the same operators for one device type, so that the model cal
 device and torch.compile still sees one opaque call (the operators' fake implementations and autograd formulas
 are unchanged):
 
-- "cpu": C++ (agalite_kernels.cpp), built once with torch.utils.cpp_extension.load_inline and cached (first
+- "cpu": C++ (agalite_kernels.cpp), built once with torch.utils.cpp_kernels.extension.load_inline and cached (first
   build about 30-60 s, then the cached library loads in well under a second). key_readout forms query_t, a_t and
   k'_t from their eta- and d-sized factors inside its loop instead of materialising eta*d-sized vectors; that,
   not the fusion of the loop alone, is where its time goes (benchmarks/results/kernels_cpu.md).
@@ -21,15 +21,13 @@ torch loops run. `loops()` switches the registered kernels off for a `with` bloc
     agalite_kernels.enable("cpu")     # True when the fused kernels are now in use
 """
 
-import contextlib
 import functools
 import math
 import os
-import sys
 
 import torch
 
-import cpp_build  # the C++ build, shared with the other kernels' module
+import fused_kernels  # the C++ build and the registration, shared with galite_kernels.py
 
 OPS = ("agalite::key_readout", "agalite::key_readout_backward", "agalite::linear_recurrence",
        "agalite::linear_recurrence_backward")
@@ -37,28 +35,8 @@ CPP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agalite_ker
 CPP_FUNCTIONS = ["key_readout_forward", "key_readout_backward", "linear_recurrence_forward", "linear_recurrence_backward"]
 
 
-_extension = None  # the built C++ module
-_registered = set()  # device types whose kernels are registered
-_failed = {}  # device type -> why its kernels are unavailable (said once)
-_off = {}  # device type -> the switched-off state of its registered kernels (disable)
-
-
-def _say_once(device_type, why):
-    if device_type not in _failed:
-        _failed[device_type] = why
-        print(f"agalite_kernels: {why}; AGaLiTe's recurrences run as torch loops on {device_type} (slower, same results)",
-              file=sys.stderr, flush=True)
-
-
-def build_cpu(verbose=False):
-    """The C++ module (built on first use, then loaded from torch's extension cache), or None with the reason said."""
-    global _extension
-    if _extension is not None or "cpu" in _failed:
-        return _extension
-    _extension, why = cpp_build.load("agalite_kernels", CPP_FILE, CPP_FUNCTIONS, verbose)
-    if why:
-        _say_once("cpu", why)
-    return _extension
+_kernels = fused_kernels.Kernels("agalite_kernels", OPS, "AGaLiTe's recurrences run as torch loops", CPP_FILE,
+                                 CPP_FUNCTIONS)
 
 
 # ------------------------------------------------------------------------------------------------ CPU wrappers
@@ -93,7 +71,7 @@ def key_readout_cpu(query_u, query_w, gamma_u, gamma_w, k_u, k_w, keep, c, h0, b
     dtype = _dtype(query_u, query_w, gamma_u, gamma_w, k_u, k_w, keep, c, h0)
     factors, keep_, c_ = _key_inputs(query_u, query_w, gamma_u, gamma_w, k_u, k_w, keep, c, dtype)
     J, F = h0.shape[-2:]
-    y, last, starts = _extension.key_readout_forward(*factors, keep_, c_, h0.reshape(-1, J, F).to(dtype).contiguous(), block)
+    y, last, starts = _kernels.extension.key_readout_forward(*factors, keep_, c_, h0.reshape(-1, J, F).to(dtype).contiguous(), block)
     return y.view(c.shape), last.view(h0.shape), starts.view((starts.shape[0],) + h0.shape)
 
 
@@ -102,7 +80,7 @@ def key_readout_backward_cpu(dy, dh_last, query_u, query_w, gamma_u, gamma_w, k_
     dtype = _dtype(dy, dh_last, query_u, query_w, gamma_u, gamma_w, k_u, k_w, keep, c, starts)
     factors, keep_, c_ = _key_inputs(query_u, query_w, gamma_u, gamma_w, k_u, k_w, keep, c, dtype)
     J, F = starts.shape[-2:]
-    grads = _extension.key_readout_backward(
+    grads = _kernels.extension.key_readout_backward(
         dy.expand(c.shape).reshape(c_.shape).to(dtype).contiguous(), dh_last.reshape(-1, J, F).to(dtype).contiguous(),
         *factors, keep_, c_, starts.reshape(starts.shape[0], -1, J, F).to(dtype).contiguous(), block)
     refs = (query_u, query_w, gamma_u, gamma_w, k_u, k_w, dh_last)
@@ -130,7 +108,7 @@ def linear_recurrence_cpu(a, x, h0):
         a, layout = a.expand_as(x), (math.prod(x.shape[1:-1]), 1, x.shape[-1])
     P, R, Q = layout
     dtype = _dtype(a, x, h0)
-    h = _extension.linear_recurrence_forward(
+    h = _kernels.extension.linear_recurrence_forward(
         a.to(dtype).reshape(T, P, Q).contiguous(), x.to(dtype).reshape(T, P, R, Q).contiguous(),
         h0.expand(x.shape[1:]).to(dtype).reshape(P, R, Q).contiguous())
     return _like(h.to(x.dtype), x)  # (the loop updates a copy of x in place: x's dtype)
@@ -143,7 +121,7 @@ def linear_recurrence_backward_cpu(dh, a, h, h0):
         a, layout = a.expand_as(h), (math.prod(h.shape[1:-1]), 1, h.shape[-1])
     P, R, Q = layout
     dtype = _dtype(dh, a, h, h0)
-    da, dx, dh0 = _extension.linear_recurrence_backward(
+    da, dx, dh0 = _kernels.extension.linear_recurrence_backward(
         dh.to(dtype).reshape(T, P, R, Q).contiguous(), a.to(dtype).reshape(T, P, Q).contiguous(),
         h.to(dtype).reshape(T, P, R, Q).contiguous(), h0.expand(h.shape[1:]).to(dtype).reshape(P, R, Q).contiguous())
     da = da.view(a.shape).sum_to_size(a_in.shape).to(a_in.dtype)  # (a sum only where a was expanded)
@@ -154,32 +132,22 @@ CPU_KERNELS = dict(zip(OPS, (key_readout_cpu, key_readout_backward_cpu, linear_r
 
 
 # ----------------------------------------------------------------------------------------------- registration
-def _opdef(name):
-    """The torch.library custom op `name` (defined by ppo_agalite.py: import it before enabling)."""
-    from torch._library.custom_ops import _maybe_get_opdef  # (what torch.library.register_kernel itself uses)
-
-    opdef = _maybe_get_opdef(name)
-    if opdef is None:
-        raise RuntimeError(f"agalite_kernels: the operator {name} is not defined: import ppo_agalite first")
-    return opdef
-
-
 def kernels(device_type):
     """{operator name: implementation} for a device type, or None with the reason said once."""
     if device_type == "cpu":
-        return CPU_KERNELS if build_cpu() is not None else None
+        return CPU_KERNELS if _kernels.build_cpu() is not None else None
     if device_type == "cuda":
         try:
             import agalite_triton
         except ImportError as e:
-            _say_once("cuda", f"no Triton kernels ({e})")
+            _kernels.say_once("cuda", f"no Triton kernels ({e})")
             return None
         why = self_check(agalite_triton.KERNELS, "cuda")
         if why:
-            _say_once("cuda", f"the Triton kernels failed their check on this GPU ({why})")
+            _kernels.say_once("cuda", f"the Triton kernels failed their check on this GPU ({why})")
             return None
         return agalite_triton.KERNELS
-    _say_once(device_type, f"no fused kernels for device type {device_type}")
+    _kernels.say_once(device_type, f"no fused kernels for device type {device_type}")
     return None
 
 
@@ -225,43 +193,19 @@ def enable(device_type="cpu"):
     """Registers the fused kernels of the four operators for `device_type` ("cpu", "cuda"), building them if need
     be, or switches them back on after `disable`. Returns True when they are in use, False when the torch loops
     stay (the reason printed once)."""
-    device_type = torch.device(device_type).type
-    if device_type in _off:
-        _off.pop(device_type).close()
-    if device_type in _registered:
-        return True
-    impls = kernels(device_type)
-    if impls is None:
-        return False
-    for name, fn in impls.items():
-        torch.library.register_kernel(name, device_type, fn)
-    _registered.add(device_type)
-    return True
+    return _kernels.enable(device_type, kernels)
 
 
 def disable(device_type="cpu"):
     """Switches the registered kernels off for `device_type`: the operators run as torch loops again."""
-    device_type = torch.device(device_type).type
-    if device_type in _registered and device_type not in _off:
-        stack = contextlib.ExitStack()
-        for name in OPS:
-            stack.enter_context(_opdef(name).set_kernel_enabled(device_type, False))
-        _off[device_type] = stack
+    _kernels.disable(device_type)
 
 
 def enabled(device_type="cpu"):
     """Whether the fused kernels are in use for this device type."""
-    device_type = torch.device(device_type).type
-    return device_type in _registered and device_type not in _off
+    return _kernels.enabled(device_type)
 
 
-@contextlib.contextmanager
 def loops(device_type="cpu"):
-    """Within the block, the operators run as ppo_agalite.py's torch loops on this device type."""
-    was_on = enabled(device_type)
-    disable(device_type)
-    try:
-        yield
-    finally:
-        if was_on:
-            enable(device_type)
+    """Within a `with` block, the operators run as ppo_agalite.py's torch loops on this device type."""
+    return _kernels.loops(device_type)

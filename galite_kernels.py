@@ -10,7 +10,7 @@ its start and runs the adjoint recurrence backwards in time through it; torch.co
 opaque call (fake implementations and an autograd formula are registered) instead of unrolling T steps.
 
 `enable("cpu")` registers, through torch.library, C++ implementations of the same operators (galite_kernels.cpp,
-built once with torch.utils.cpp_extension.load_inline and cached): per sequence and head, one pass over the
+built once with torch.utils.cpp_kernels.extension.load_inline and cached): per sequence and head, one pass over the
 d x eta*d matrix state per step, which updates it and reads it out with the query at once. Where they cannot be
 had (no C++ compiler, a failed build) one line says so, once, and the torch loops run. `loops()` switches the
 registered kernels off for a `with` block (tests, benchmarks).
@@ -20,14 +20,12 @@ registered kernels off for a `with` block (tests, benchmarks).
     a, state = galite_kernels.attention(beta, gamma, v_in, k_in, query, keep, state, eps)   # T > 1
 """
 
-import contextlib
 import functools
 import os
-import sys
 
 import torch
 
-import cpp_build  # the C++ build, shared with the other kernels' module
+import fused_kernels  # the C++ build and the registration, shared with agalite_kernels.py
 
 OPS = ("galite::matrix_recurrence", "galite::matrix_recurrence_backward")
 CPP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "galite_kernels.cpp")
@@ -196,28 +194,8 @@ def attention(beta, gamma, v_in, k_in, query, keep, state, eps, block=8):
 
 
 # ------------------------------------------------------------------------------------------ the C++ kernels
-_extension = None  # the built C++ module
-_registered = set()  # device types whose kernels are registered
-_failed = {}  # device type -> why its kernels are unavailable (said once)
-_off = {}  # device type -> the switched-off state of its registered kernels (disable)
-
-
-def _say_once(device_type, why):
-    if device_type not in _failed:
-        _failed[device_type] = why
-        print(f"galite_kernels: {why}; GaLiTe's recurrence runs as torch loops on {device_type} (slower, same results)",
-              file=sys.stderr, flush=True)
-
-
-def build_cpu(verbose=False):
-    """The C++ module (built on first use, then loaded from torch's extension cache), or None with the reason said."""
-    global _extension
-    if _extension is not None or "cpu" in _failed:
-        return _extension
-    _extension, why = cpp_build.load("galite_kernels", CPP_FILE, CPP_FUNCTIONS, verbose)
-    if why:
-        _say_once("cpu", why)
-    return _extension
+_kernels = fused_kernels.Kernels("galite_kernels", OPS, "GaLiTe's recurrence runs as torch loops", CPP_FILE,
+                                 CPP_FUNCTIONS)
 
 
 # The C++ functions take the sequences and heads flattened (N = B * H) and every tensor contiguous, in one dtype;
@@ -232,7 +210,7 @@ def matrix_recurrence_cpu(beta, gamma, v_in, k_in, query, keep, C0, s0, block=8)
     T, B, H, d = beta.shape
     F, N = gamma.shape[-1], B * H
     keep_ = keep.to(dtype).reshape(T, B, 1).expand(T, B, H).reshape(T, N).contiguous()
-    num, den, C, s, C_starts, s_starts = _extension.matrix_recurrence_forward(
+    num, den, C, s, C_starts, s_starts = _kernels.extension.matrix_recurrence_forward(
         _flat(beta, dtype, T, N, d), _flat(gamma, dtype, T, N, F), _flat(v_in, dtype, T, N, d),
         _flat(k_in, dtype, T, N, F), _flat(query, dtype, T, N, F), keep_, _flat(C0, dtype, N, d, F),
         _flat(s0, dtype, N, F), block)
@@ -248,7 +226,7 @@ def matrix_recurrence_backward_cpu(d_num, d_den, dC_last, ds_last, beta, gamma, 
     T, B, H, d = beta.shape
     F, N, n_blocks = gamma.shape[-1], B * H, C_starts.shape[0]
     keep_ = keep.to(dtype).reshape(T, B, 1).expand(T, B, H).reshape(T, N).contiguous()
-    grads = _extension.matrix_recurrence_backward(
+    grads = _kernels.extension.matrix_recurrence_backward(
         _flat(d_num, dtype, T, N, d), _flat(d_den, dtype, T, N), _flat(dC_last, dtype, N, d, F),
         _flat(ds_last, dtype, N, F), _flat(beta, dtype, T, N, d), _flat(gamma, dtype, T, N, F),
         _flat(v_in, dtype, T, N, d), _flat(k_in, dtype, T, N, F), _flat(query, dtype, T, N, F), keep_,
@@ -261,55 +239,31 @@ CPU_KERNELS = dict(zip(OPS, (matrix_recurrence_cpu, matrix_recurrence_backward_c
 
 
 # ----------------------------------------------------------------------------------------------- registration
-def _opdef(name):
-    from torch._library.custom_ops import _maybe_get_opdef  # (what torch.library.register_kernel itself uses)
-
-    return _maybe_get_opdef(name)
+def kernels(device_type):
+    """{operator name: implementation} for a device type (only "cpu" has them), or None with the reason said once."""
+    if device_type != "cpu":
+        _kernels.say_once(device_type, f"no fused kernels for device type {device_type}")
+        return None
+    return CPU_KERNELS if _kernels.build_cpu() is not None else None
 
 
 def enable(device_type="cpu"):
     """Registers the fused kernels of the two operators for `device_type` (only "cpu" has them), building them if
     need be, or switches them back on after `disable`. Returns True when they are in use, False when the torch
     loops stay (the reason printed once)."""
-    device_type = torch.device(device_type).type
-    if device_type in _off:
-        _off.pop(device_type).close()
-    if device_type in _registered:
-        return True
-    if device_type != "cpu":
-        _say_once(device_type, f"no fused kernels for device type {device_type}")
-        return False
-    if build_cpu() is None:
-        return False
-    for name, fn in CPU_KERNELS.items():
-        torch.library.register_kernel(name, device_type, fn)
-    _registered.add(device_type)
-    return True
+    return _kernels.enable(device_type, kernels)
 
 
 def disable(device_type="cpu"):
     """Switches the registered kernels off for `device_type`: the operators run as torch loops again."""
-    device_type = torch.device(device_type).type
-    if device_type in _registered and device_type not in _off:
-        stack = contextlib.ExitStack()
-        for name in OPS:
-            stack.enter_context(_opdef(name).set_kernel_enabled(device_type, False))
-        _off[device_type] = stack
+    _kernels.disable(device_type)
 
 
 def enabled(device_type="cpu"):
     """Whether the fused kernels are in use for this device type."""
-    device_type = torch.device(device_type).type
-    return device_type in _registered and device_type not in _off
+    return _kernels.enabled(device_type)
 
 
-@contextlib.contextmanager
 def loops(device_type="cpu"):
-    """Within the block, the operators run as the torch loops above on this device type."""
-    was_on = enabled(device_type)
-    disable(device_type)
-    try:
-        yield
-    finally:
-        if was_on:
-            enable(device_type)
+    """Within a `with` block, the operators run as the torch loops above on this device type."""
+    return _kernels.loops(device_type)

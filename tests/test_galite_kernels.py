@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+import fused_kernels
 import galite_kernels
 import ppo_galite
 from galite_kernels import attention, matrix_recurrence
@@ -24,7 +25,7 @@ def cpu_kernels():
     if not any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++")):
         pytest.skip("no C++ compiler on this machine: the fused CPU kernel cannot be built (the torch loops run)")
     if not galite_kernels.enable("cpu"):
-        pytest.fail(f"a C++ compiler is here but the fused CPU kernel was not built: {galite_kernels._failed.get('cpu')}")
+        pytest.fail(f"a C++ compiler is here but the fused CPU kernel was not built: {galite_kernels._kernels.failed.get('cpu')}")
     yield galite_kernels
     galite_kernels.disable("cpu")
 
@@ -186,8 +187,8 @@ def test_loops_switches_the_kernel_off_and_back(cpu_kernels, monkeypatch):
             calls.append(name)
             return getattr(real, name)
 
-    real = galite_kernels._extension
-    monkeypatch.setattr(galite_kernels, "_extension", Spy())
+    real = galite_kernels._kernels.extension
+    monkeypatch.setattr(galite_kernels._kernels, "extension", Spy())
     inputs = case(4, seed=0)
     outputs_and_grads(op(2), inputs)  # forward and backward
     assert calls == ["matrix_recurrence_forward", "matrix_recurrence_backward"] and galite_kernels.enabled("cpu")
@@ -203,8 +204,9 @@ def test_failed_build_falls_back_to_the_loops_and_says_so_once(monkeypatch, caps
     the test (monkeypatch puts the real one back)."""
     import torch.utils.cpp_extension
 
-    for name, value in [("_extension", None), ("_registered", set()), ("_failed", {}), ("_off", {})]:
-        monkeypatch.setattr(galite_kernels, name, value)
+    fresh = fused_kernels.Kernels("galite_kernels", galite_kernels.OPS, "GaLiTe's recurrence runs as torch loops",
+                                  galite_kernels.CPP_FILE, galite_kernels.CPP_FUNCTIONS)
+    monkeypatch.setattr(galite_kernels, "_kernels", fresh)
 
     def no_compiler(*args, **kwargs):
         raise RuntimeError("Error building extension 'x':\nc++: error: command not found")
@@ -215,10 +217,10 @@ def test_failed_build_falls_back_to_the_loops_and_says_so_once(monkeypatch, caps
     # (a first build also says beforehand that it is building: not part of what is checked here)
     lines = [line for line in capsys.readouterr().err.strip().splitlines() if "building the fused" not in line]
     assert len(lines) == 1 and "command not found" in lines[0] and "torch loops" in lines[0], lines
-    assert galite_kernels._registered == set()
+    assert fresh.registered == set()
     with contextlib.ExitStack() as stack:  # (a registration made by the other tests, switched off here)
         for name in galite_kernels.OPS:
-            stack.enter_context(galite_kernels._opdef(name).set_kernel_enabled("cpu", False))
+            stack.enter_context(fused_kernels.opdef(name).set_kernel_enabled("cpu", False))
         num, den, C, s, _, _ = matrix_recurrence(*case(5, seed=3), 2)
     assert torch.isfinite(num).all() and C.shape == (2, 2, 3, 6)
 

@@ -29,7 +29,7 @@ def cpu_kernels():
     if not any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++")):
         pytest.skip("no C++ compiler on this machine: the fused CPU kernels cannot be built (the torch loops run)")
     if not agalite_kernels.enable("cpu"):
-        pytest.fail(f"a C++ compiler is here but the fused CPU kernels were not built: {agalite_kernels._failed.get('cpu')}")
+        pytest.fail(f"a C++ compiler is here but the fused CPU kernels were not built: {agalite_kernels._kernels.failed.get('cpu')}")
     yield agalite_kernels
     agalite_kernels.disable("cpu")
 
@@ -145,8 +145,8 @@ def test_loops_switches_the_kernels_off_and_back(cpu_kernels, monkeypatch):
             calls.append(name)
             return getattr(real, name)
 
-    real = agalite_kernels._extension
-    monkeypatch.setattr(agalite_kernels, "_extension", Spy())
+    real = agalite_kernels._kernels.extension
+    monkeypatch.setattr(agalite_kernels._kernels, "extension", Spy())
     factors, keep, c, h0 = key_case(4, seed=0)
     key_readout(*factors, keep, c, h0, 2)
     assert calls == ["key_readout_forward"] and agalite_kernels.enabled("cpu")
@@ -180,7 +180,7 @@ def test_failed_build_falls_back_to_the_loops_and_says_so_once(monkeypatch, caps
     # (a first build also says beforehand that it is building: not part of what is checked here)
     lines = [line for line in capsys.readouterr().err.strip().splitlines() if "building the fused" not in line]
     assert len(lines) == 1 and "command not found" in lines[0] and "torch loops" in lines[0], lines
-    assert fresh._registered == set()
+    assert fresh._kernels.registered == set()
     with agalite_kernels.loops("cpu"):  # what then runs: the loop operators
         factors, keep, c, h0 = key_case(5, seed=3)
         y, last, _ = key_readout(*factors, keep, c, h0, 2)
