@@ -35,10 +35,6 @@ CPP_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agalite_ker
 CPP_FUNCTIONS = ["key_readout_forward", "key_readout_backward", "linear_recurrence_forward", "linear_recurrence_backward"]
 
 
-_kernels = fused_kernels.Kernels("agalite_kernels", OPS, "AGaLiTe's recurrences run as torch loops", CPP_FILE,
-                                 CPP_FUNCTIONS)
-
-
 # ------------------------------------------------------------------------------------------------ CPU wrappers
 # The C++ functions take the batch dims N flattened and every tensor contiguous; these wrappers do that, and give
 # the outputs the shapes (and strides) of the operators' fake implementations in ppo_agalite.py.
@@ -189,23 +185,7 @@ def self_check(impls, device_type, atol=1e-3):
     return None
 
 
-def enable(device_type="cpu"):
-    """Registers the fused kernels of the four operators for `device_type` ("cpu", "cuda"), building them if need
-    be, or switches them back on after `disable`. Returns True when they are in use, False when the torch loops
-    stay (the reason printed once)."""
-    return _kernels.enable(device_type, kernels)
-
-
-def disable(device_type="cpu"):
-    """Switches the registered kernels off for `device_type`: the operators run as torch loops again."""
-    _kernels.disable(device_type)
-
-
-def enabled(device_type="cpu"):
-    """Whether the fused kernels are in use for this device type."""
-    return _kernels.enabled(device_type)
-
-
-def loops(device_type="cpu"):
-    """Within a `with` block, the operators run as ppo_agalite.py's torch loops on this device type."""
-    return _kernels.loops(device_type)
+# the module's state and its functions enable(device_type="cpu"), disable, enabled and loops (fused_kernels.Kernels)
+_kernels = fused_kernels.Kernels("agalite_kernels", OPS, "AGaLiTe's recurrences run as torch loops", CPP_FILE, CPP_FUNCTIONS,
+                                 implementations=kernels)
+enable, disable, enabled, loops = _kernels.enable, _kernels.disable, _kernels.enabled, _kernels.loops

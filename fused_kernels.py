@@ -61,13 +61,15 @@ def opdef(name):
 
 
 class Kernels:
-    """The fused kernels of one module (`name`) for the operators `ops`: the built C++ module (`extension`), the device
-    types whose kernels are registered (`registered`), switched off (`off`: device type -> what switches them back on),
-    or unavailable (`failed`: device type -> why, said once on stderr, with `fallback` naming what runs instead)."""
+    """The fused kernels of one module (`name`) for the operators `ops`: `implementations(device_type)` gives them for
+    a device type ({operator name: function}, or None with the reason said); the built C++ module (`extension`), the
+    device types whose kernels are registered (`registered`), switched off (`off`: device type -> what switches them
+    back on), or unavailable (`failed`: device type -> why, said once on stderr, `fallback` naming what runs instead).
+    Its enable, disable, enabled and loops are the module's functions of those names."""
 
-    def __init__(self, name, ops, fallback, cpp_file, cpp_functions):
+    def __init__(self, name, ops, fallback, cpp_file, cpp_functions, implementations):
         self.name, self.ops, self.fallback = name, ops, fallback
-        self.cpp_file, self.cpp_functions = cpp_file, cpp_functions
+        self.cpp_file, self.cpp_functions, self.implementations = cpp_file, cpp_functions, implementations
         self.extension, self.registered, self.failed, self.off = None, set(), {}, {}
 
     def say_once(self, device_type, why):
@@ -84,15 +86,16 @@ class Kernels:
                 self.say_once("cpu", why)
         return self.extension
 
-    def enable(self, device_type, implementations):
-        """Registers `implementations(device_type)` ({operator name: function}, or None with the reason said) for
-        `device_type`, or switches them back on after `disable`. True when the kernels are in use."""
+    def enable(self, device_type="cpu"):
+        """Registers the fused kernels of the operators for `device_type` ("cpu", "cuda"), building them if need be,
+        or switches them back on after `disable`. Returns True when they are in use, False when the torch loops stay
+        (the reason printed once)."""
         device_type = torch.device(device_type).type
         if device_type in self.off:
             self.off.pop(device_type).close()
         if device_type in self.registered:
             return True
-        impls = implementations(device_type)
+        impls = self.implementations(device_type)
         if impls is None:
             return False
         for name, fn in impls.items():

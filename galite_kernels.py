@@ -194,10 +194,6 @@ def attention(beta, gamma, v_in, k_in, query, keep, state, eps, block=8):
 
 
 # ------------------------------------------------------------------------------------------ the C++ kernels
-_kernels = fused_kernels.Kernels("galite_kernels", OPS, "GaLiTe's recurrence runs as torch loops", CPP_FILE,
-                                 CPP_FUNCTIONS)
-
-
 # The C++ functions take the sequences and heads flattened (N = B * H) and every tensor contiguous, in one dtype;
 # these wrappers do that and give the outputs the operators' shapes.
 def _flat(x, dtype, *shape):
@@ -247,23 +243,7 @@ def kernels(device_type):
     return CPU_KERNELS if _kernels.build_cpu() is not None else None
 
 
-def enable(device_type="cpu"):
-    """Registers the fused kernels of the two operators for `device_type` (only "cpu" has them), building them if
-    need be, or switches them back on after `disable`. Returns True when they are in use, False when the torch
-    loops stay (the reason printed once)."""
-    return _kernels.enable(device_type, kernels)
-
-
-def disable(device_type="cpu"):
-    """Switches the registered kernels off for `device_type`: the operators run as torch loops again."""
-    _kernels.disable(device_type)
-
-
-def enabled(device_type="cpu"):
-    """Whether the fused kernels are in use for this device type."""
-    return _kernels.enabled(device_type)
-
-
-def loops(device_type="cpu"):
-    """Within a `with` block, the operators run as the torch loops above on this device type."""
-    return _kernels.loops(device_type)
+# the module's state and its functions enable(device_type="cpu"), disable, enabled and loops (fused_kernels.Kernels)
+_kernels = fused_kernels.Kernels("galite_kernels", OPS, "GaLiTe's recurrence runs as torch loops", CPP_FILE, CPP_FUNCTIONS,
+                                 implementations=kernels)
+enable, disable, enabled, loops = _kernels.enable, _kernels.disable, _kernels.enabled, _kernels.loops
