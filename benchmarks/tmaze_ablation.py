@@ -163,7 +163,7 @@ class Args:
     protocol, the passive T-Maze with Adam eps 1e-8) and exit"""
     results_table: str = ""
     """print the markdown table of docs/tmaze_protocol.md's results from this summary CSV of sweep.py (e.g.
-    plots/results/tmaze_protocol.csv) and exit"""
+    plots/results/tmaze_protocol.csv; with a variant column, plots/results/tmaze_attribution.csv) and exit"""
     tags: List[str] = field(default_factory=list)
     """read the runs of these sweep tags instead of the variants' (e.g. protocol: the 5M-step corridor runs)"""
     grid: List[str] = field(default_factory=list)
@@ -216,23 +216,27 @@ MODEL_NAMES = {"agalite": "AGaLiTe", "galite": "GaLiTe", "gtrxl": "GTrXL-128", "
 
 
 def results_table(csv_path):
-    """The summary CSV's rows (one per run) as a markdown table, ordered by model, corridor and seed: where each run
-    stopped (solved: the sweep's solved_at, the step its 5-update mean success reached the threshold), its final
-    success and return (means over the last 10% of its logged updates)."""
+    """The summary CSV's rows (one per run) as a markdown table, ordered by model, corridor and seed (after the
+    variant, in the order of first appearance, where the CSV has a `variant` column, as the attribution's does):
+    where each run stopped (solved: the sweep's solved_at, the step its 5-update mean success reached the threshold),
+    its final success and return (means over the last 10% of its logged updates)."""
     import csv
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    order = list(MODEL_NAMES)
-    rows.sort(key=lambda r: (order.index(r["script"]) if r["script"] in order else len(order), r["script"],
-                             int(r["corridor_length"]), int(r["seed"])))
-    lines = ["| model | corridor | seed | stopped at | final success | final return |", "|---|---:|---:|---|---:|---:|"]
+    order, variants = list(MODEL_NAMES), list(dict.fromkeys(r.get("variant", "") for r in rows))
+    rows.sort(key=lambda r: (variants.index(r.get("variant", "")), order.index(r["script"]) if r["script"] in order
+                             else len(order), r["script"], int(r["corridor_length"]), int(r["seed"])))
+    first = ("| variant ", "|---") if variants != [""] else ("", "")
+    lines = [f"{first[0]}| model | corridor | seed | stopped at | final success | final return |",
+             f"{first[1]}|---|---:|---:|---|---:|---:|"]
     for r in rows:
         steps = int(r["steps"])
         stopped = f"{steps / 1e6:.2f}M" if steps < 4_990_000 else f"{round(steps / 1e6)}M"
         state = f"solved at {int(r['solved_at']) / 1e6:.2f}M" if r["solved_at"] else "not solved"
-        lines.append(f"| {MODEL_NAMES.get(r['script'], r['script'])} | {r['corridor_length']} | {r['seed']} | {stopped}, {state} | "
-                     f"{float(r['final_success']):.2f} | {float(r['final_return']):.1f} |")
+        variant = f"| {r['variant']} " if first[0] else ""
+        lines.append(f"{variant}| {MODEL_NAMES.get(r['script'], r['script'])} | {r['corridor_length']} | {r['seed']} | "
+                     f"{stopped}, {state} | {float(r['final_success']):.2f} | {float(r['final_return']):.1f} |")
     return lines
 
 
@@ -265,6 +269,8 @@ if __name__ == "__main__":
             print(corridor_sweep_command(script))
         sys.exit(0)
     if args.results_table:
+        if not os.path.isfile(args.results_table):
+            sys.exit(f"--results-table: no such file: {args.results_table}")
         print("\n".join(results_table(args.results_table)))
         sys.exit(0)
     if args.optimizer_checks:

@@ -127,15 +127,18 @@ def test_optimizer_checks_change_only_their_own_settings():
 
 
 def test_the_docs_results_table_is_the_committed_csv(tmp_path):
-    """docs/tmaze_protocol.md's table of the corridor runs is printed from plots/results/tmaze_protocol.csv (the
-    sweeps' own summary), so the page cannot drift from the CSV; the table lists runs by model, corridor and seed."""
+    """docs/tmaze_protocol.md's tables of the corridor runs and of the attribution runs are printed from
+    plots/results/tmaze_protocol.csv and tmaze_attribution.csv (the sweeps' own summaries), so the page cannot drift
+    from the CSVs; the table lists runs by model, corridor and seed (after the variant, where there is one)."""
     import os
 
     from conftest import ROOT
 
-    lines = tmaze_ablation.results_table(os.path.join(ROOT, "plots", "results", "tmaze_protocol.csv"))
     with open(os.path.join(ROOT, "docs", "tmaze_protocol.md")) as f:
-        assert "\n".join(lines) + "\n" in f.read()
+        page = f.read()
+    for name in ("tmaze_protocol.csv", "tmaze_attribution.csv"):
+        lines = tmaze_ablation.results_table(os.path.join(ROOT, "plots", "results", name))
+        assert "\n".join(lines) + "\n" in page, name
     csv = tmp_path / "summary.csv"
     csv.write_text("script,corridor_length,seed,final_success,final_return,solved_at,sps,steps,wall_time_s,run_dir\n"
                    "lstm,60,1,0.5,-4.0,,1,4999168,1,r\ngtrxl,120,2,0.9,-9.0,300000,1,310000,1,r\nagalite,200,1,0.95,-17.0,1000000,1,1200000,1,r\n")
@@ -143,4 +146,14 @@ def test_the_docs_results_table_is_the_committed_csv(tmp_path):
         "| AGaLiTe | 200 | 1 | 1.20M, solved at 1.00M | 0.95 | -17.0 |",
         "| GTrXL-128 | 120 | 2 | 0.31M, solved at 0.30M | 0.90 | -9.0 |",
         "| LSTM | 60 | 1 | 5M, not solved | 0.50 | -4.0 |",
+    ]
+    csv.write_text("variant,script,corridor_length,seed,final_success,final_return,solved_at,steps\n"
+                   "eps alone,agalite,120,2,0.7,-9.3,1900000,1940000\nboth,agalite,120,2,0.6,-18.0,3000000,3060000\n"
+                   "eps alone,agalite,120,1,0.5,-10.6,,4999168\n")
+    assert tmaze_ablation.results_table(str(csv)) == [
+        "| variant | model | corridor | seed | stopped at | final success | final return |",
+        "|---|---|---:|---:|---|---:|---:|",
+        "| eps alone | AGaLiTe | 120 | 1 | 5M, not solved | 0.50 | -10.6 |",
+        "| eps alone | AGaLiTe | 120 | 2 | 1.94M, solved at 1.90M | 0.70 | -9.3 |",
+        "| both | AGaLiTe | 120 | 2 | 3.06M, solved at 3.00M | 0.60 | -18.0 |",
     ]
