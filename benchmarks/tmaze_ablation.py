@@ -84,6 +84,8 @@ CORRIDOR_SWEEP = dict(tag="release", corridors=(60, 120, 200), seeds=(1, 2, 3), 
 ATTRIBUTION = {
     "Adam eps 1e-8 alone": ("attr_eps", "--vf-coef 0.5"),
     "--vf-coef 1.0 alone": ("attr_vf", "--adam-eps 1e-5"),
+    # the earlier protocol's runs again, with today's code (those in tmaze_earlier.csv predate it, their logs lost)
+    "neither": ("attr_none", "--adam-eps 1e-5 --vf-coef 0.5"),
 }
 ATTRIBUTION_SWEEP = dict(script="agalite", corridor=120, seeds=(1, 2), budget=5_000_000)
 GATE_BIAS_SWEEP = dict(tag="releasegb", script="agalite", corridor=120, seeds=(1, 2), budget=5_000_000, gate_bias=-3)
@@ -159,8 +161,8 @@ class Args:
     corridor_sweeps: bool = False
     """print the sweep commands of the corridor figure (the release's protocol, one per script) and exit"""
     optimizer_checks: bool = False
-    """print the sweep commands of the optimizer checks (eps alone, --vf-coef alone, --gate-bias -3 under the release's
-    protocol, the passive T-Maze with Adam eps 1e-8) and exit"""
+    """print the sweep commands of the optimizer checks (eps alone, --vf-coef alone, neither, --gate-bias -3 under the
+    release's protocol, the passive T-Maze with Adam eps 1e-8) and exit"""
     results_table: str = ""
     """print the markdown table of docs/tmaze_protocol.md's results from this summary CSV of sweep.py (e.g.
     plots/results/tmaze_protocol.csv; with a variant column, plots/results/tmaze_attribution.csv) and exit"""

@@ -104,7 +104,7 @@ def test_optimizer_checks_change_only_their_own_settings():
     protocol = parse(tmaze_ablation.protocol("agalite"))
     defaults = dataclasses.asdict(ppo_agalite.Args())
     commands = tmaze_ablation.optimizer_check_commands()
-    assert len(commands) == 5
+    assert len(commands) == 6
     changed = []
     for command in commands:
         head, _, flags = command.partition(" -- ")
@@ -116,6 +116,7 @@ def test_optimizer_checks_change_only_their_own_settings():
     assert changed == [
         ("attr_eps", ["env.corridor_length=120"], [1, 2], 5_000_000, {"vf_coef": 0.5}),
         ("attr_vf", ["env.corridor_length=120"], [1, 2], 5_000_000, {"adam_eps": 1e-5}),
+        ("attr_none", ["env.corridor_length=120"], [1, 2], 5_000_000, {"adam_eps": 1e-5, "vf_coef": 0.5}),
         ("releasegb", ["env.corridor_length=120", "gate_bias=-3"], [1, 2], 5_000_000, {}),
         ("passive_eps8", ["env.carried=true", "env.corridor_length=100"], [1, 2], 3_000_000, {"adam_eps": 1e-8}),
         ("passive_eps8", ["env.carried=true", "env.corridor_length=400"], [1, 2], 3_000_000, {"adam_eps": 1e-8}),
