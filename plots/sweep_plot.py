@@ -227,7 +227,7 @@ def main(args):
     fig, ax = plt.subplots(figsize=(8, 4.5) if len(lines) > 6 else (6, 4))
     print(f"{'line':<30} {args.x_key:>16} {'n':>3} {'mean':>8} {'ci_low':>8} {'ci_high':>8}")
     for i, line in enumerate(lines):
-        color = plt.cm.tab10(i % 10)
+        color = plt.cm.tab10(i % 10) if len(lines) <= 10 else plt.cm.tab20(i % 20)  # (one colour per line)
         label = f"{line[1]} [{line[0]}]" if several_envs else line[1]
         crosses = [(p, at) for p, at in zip(unsolved, drawn_x) if p[0] == line]
         if crosses:
