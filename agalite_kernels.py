@@ -8,7 +8,7 @@ implementations of the same operators for one device type, so that the model cal
 device and torch.compile still sees one opaque call (the operators' fake implementations and autograd formulas
 are unchanged):
 
-- "cpu": C++ (agalite_kernels.cpp), built once with torch.utils.cpp_kernels.extension.load_inline and cached (first
+- "cpu": C++ (agalite_kernels.cpp), built once with torch.utils.cpp_extension.load_inline and cached (first
   build about 30-60 s, then the cached library loads in well under a second). key_readout forms query_t, a_t and
   k'_t from their eta- and d-sized factors inside its loop instead of materialising eta*d-sized vectors; that,
   not the fusion of the loop alone, is where its time goes (benchmarks/results/kernels_cpu.md).

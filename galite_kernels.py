@@ -10,7 +10,7 @@ its start and runs the adjoint recurrence backwards in time through it; torch.co
 opaque call (fake implementations and an autograd formula are registered) instead of unrolling T steps.
 
 `enable("cpu")` registers, through torch.library, C++ implementations of the same operators (galite_kernels.cpp,
-built once with torch.utils.cpp_kernels.extension.load_inline and cached): per sequence and head, one pass over the
+built once with torch.utils.cpp_extension.load_inline and cached): per sequence and head, one pass over the
 d x eta*d matrix state per step, which updates it and reads it out with the query at once. Where they cannot be
 had (no C++ compiler, a failed build) one line says so, once, and the torch loops run. `loops()` switches the
 registered kernels off for a `with` block (tests, benchmarks).
