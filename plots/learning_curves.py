@@ -13,11 +13,14 @@ exp_name (by default the script's name, e.g. ppo_agalite), averaged over its see
    The caption under the figure says which. With one seed there is no band.
 
 When one (env, env kwargs, exp_name, seed) has several run directories, the newest is used (with a note).
-Writes `<out>.png` and `<out>.pdf`.
+Writes `<out>.png` and `<out>.pdf`. `--save-csv F` also writes the drawn points (one row per logged point) to
+F, and `--csv F` draws from such a file instead of the runs: how a figure's data is kept in the repository.
 
 Usage:
     python plots/learning_curves.py --runs-dir runs --filter corridor_length=60 --smooth 10 --out plots/results/tmaze_curves
     python plots/learning_curves.py --filter env_id=TMaze-v0 exp_name=ppo_agalite exp_name=ppo_lstm --ci t
+    python plots/learning_curves.py --runs-dir runs --save-csv plots/results/curves.csv --out plots/results/curves
+    python plots/learning_curves.py --csv plots/results/curves.csv --out plots/results/curves
 Filters are key=value with key an env kwarg (corridor_length), env_id, exp_name, seed or any logged
 hyperparameter; different keys must all match, several values of one key are alternatives. Give them all
 after one --filter (a second --filter replaces the first).
@@ -25,7 +28,7 @@ after one --filter (a second --filter replaces the first).
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import List, Literal
+from typing import List, Literal, Optional
 
 import matplotlib
 
@@ -48,6 +51,10 @@ METRIC_LABELS = {
 class Args:
     runs_dir: str = "runs"
     """folder holding the runs (searched recursively for TensorBoard event files)"""
+    csv: Optional[str] = None
+    """read the runs' points from this CSV (written by --save-csv) instead of --runs-dir"""
+    save_csv: Optional[str] = None
+    """also write the drawn runs' points (raw, before smoothing) to this CSV, to redraw the figure with --csv"""
     out: str = "plots/results/learning_curves"
     """output path without extension: <out>.png and <out>.pdf are written"""
     filter: List[str] = field(default_factory=list)
@@ -86,7 +93,8 @@ def main(args):
     """Draws the figure; returns the paths written. Raises ValueError on bad input."""
     if args.smooth < 1 or args.num_points < 2:
         raise ValueError("--smooth must be >= 1 and --num-points >= 2")
-    runs = tb_runs.load_runs(args.runs_dir, tb_runs.parse_filters(args.filter))
+    filters = tb_runs.parse_filters(args.filter)
+    runs = tb_runs.load_points_csv(args.csv, filters) if args.csv else tb_runs.load_runs(args.runs_dir, filters)
     metrics = [m for m in args.metrics if any(m in r["scalars"] for r in runs)]
     for m in args.metrics:
         if m not in metrics:
@@ -94,6 +102,8 @@ def main(args):
     if not metrics:
         tags = sorted({t for r in runs for t in r["scalars"]})
         raise ValueError(f"none of the {len(runs)} runs logged any of {args.metrics}; scalar tags present: {tags}")
+    if args.save_csv:
+        tb_runs.save_points_csv(runs, metrics, args.save_csv)
 
     envs = list(dict.fromkeys(tb_runs.env_label(r) for r in runs))  # in load_runs' order: corridor 10, 60, 120
     exp_names = sorted({r["exp_name"] for r in runs})

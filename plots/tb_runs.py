@@ -1,6 +1,7 @@
 """Shared helpers of the plotting tools: read the scripts' TensorBoard runs, filter them, and the statistics.
 
-Used by plots/learning_curves.py, plots/sweep_plot.py and benchmarks/sweep.py; not a command itself.
+Used by plots/learning_curves.py, plots/sweep_plot.py and benchmarks/sweep.py; not a command itself. A figure's
+points can be kept as a CSV (save_points_csv) and read back in place of the runs (load_points_csv).
 
 A run is a directory `runs/<env_id>__<exp_name>__<seed>__<unix_time>/` holding TensorBoard event files, as
 every ppo_*.py script writes it. Its identity (env id, env kwargs, exp_name, seed) is read from the
@@ -17,6 +18,7 @@ Statistics (over seeds, at each x):
 With one seed neither interval exists: the band collapses onto the mean.
 """
 import ast
+import csv
 import json
 import math
 import os
@@ -172,6 +174,51 @@ def load_runs(root, filters=None, log=print):
             run = newer
         newest[key] = run
     return sorted(newest.values(), key=lambda r: (env_sort_key(r), r["exp_name"], str(r["seed"])))
+
+
+POINTS_CSV_COLUMNS = ["env_id", "env_kwargs", "exp_name", "seed", "metric", "step", "value"]
+
+
+def save_points_csv(runs, metrics, path):
+    """Writes the runs' logged points of `metrics` to `path`, one row per point (columns POINTS_CSV_COLUMNS), so
+    that a figure can be drawn again without the run directories (which do not outlive a machine)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(POINTS_CSV_COLUMNS)
+        for run in runs:
+            kwargs = json.dumps(run["env_kwargs"], sort_keys=True) if run["env_kwargs"] else ""
+            for metric in metrics:
+                steps, values = run["scalars"].get(metric, ((), ()))
+                for step, value in zip(steps, values):
+                    writer.writerow([run["env_id"], kwargs, run["exp_name"], run["seed"], metric, int(step), f"{value:.7g}"])
+    print(f"wrote {path}")
+
+
+def load_points_csv(path, filters=None):
+    """Runs as load_runs returns them, read from a CSV save_points_csv wrote; the filters apply to env kwargs,
+    env_id, exp_name and seed (the CSV holds no other hyperparameters). Raises ValueError when nothing is left."""
+    if not os.path.isfile(path):
+        raise ValueError(f"CSV {path!r} does not exist")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != POINTS_CSV_COLUMNS:
+            raise ValueError(f"CSV {path!r} has the columns {reader.fieldnames}, not {POINTS_CSV_COLUMNS} (written by --save-csv)")
+        points = {}
+        for row in reader:
+            key = (row["env_id"], row["env_kwargs"], row["exp_name"], row["seed"])
+            points.setdefault(key, {}).setdefault(row["metric"], []).append((float(row["step"]), float(row["value"])))
+    runs = []
+    for (env_id, kwargs, exp_name, seed), metrics in points.items():
+        run = {"dir": path, "env_id": env_id, "exp_name": exp_name, "seed": seed, "time": 0, "env_kwargs": parse_env_kwargs(kwargs), "hparams": {}, "scalars": {}}
+        for metric, pairs in metrics.items():
+            pairs.sort()
+            run["scalars"][metric] = (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
+        if run_matches(run, filters or {}):
+            runs.append(run)
+    if not runs:
+        raise ValueError(f"none of the {len(points)} runs in {path!r} passes the filters {filters}")
+    return sorted(runs, key=lambda r: (env_sort_key(r), r["exp_name"], str(r["seed"])))
 
 
 def smooth(values, window):

@@ -177,6 +177,33 @@ def test_learning_curves(runs_dir, tmp_path, capsys):
         learning_curves.main(learning_curves.Args(runs_dir=runs_dir, metrics=["charts/missing"], out=out2))
 
 
+def test_learning_curves_from_saved_csv(runs_dir, tmp_path, capsys):
+    """--save-csv keeps the drawn points; --csv draws the same lines from them (the runs need not exist)."""
+    points = str(tmp_path / "curves.csv")
+    common = ["--smooth", "3", "--metrics", "charts/success_rate", "charts/episodic_return", "--out", str(tmp_path / "a")]
+    learning_curves.main(tyro.cli(learning_curves.Args, args=["--runs-dir", runs_dir, "--save-csv", points] + common))
+    from_runs = [line for line in capsys.readouterr().out.splitlines() if "final mean" in line]
+    with open(points, newline="") as f:
+        rows = list(csv.DictReader(f))
+    # 8 runs kept (the older duplicate dropped) x 2 metrics x 30 points; SPS was not drawn, so not saved
+    assert len(rows) == 8 * 2 * POINTS and {r["metric"] for r in rows} == {"charts/success_rate", "charts/episodic_return"}
+    assert {r["env_kwargs"] for r in rows} == {'{"corridor_length": 10}', '{"corridor_length": 60}'}
+    learning_curves.main(tyro.cli(learning_curves.Args, args=["--csv", points, "--runs-dir", str(tmp_path / "gone")] + common))
+    from_csv = [line for line in capsys.readouterr().out.splitlines() if "final mean" in line]
+    assert len(from_runs) == 8 and from_csv == from_runs
+
+    runs = tb_runs.load_points_csv(points, tb_runs.parse_filters(["corridor_length=60", "exp_name=ppo_lstm"]))
+    assert [(r["env_kwargs"], r["seed"]) for r in runs] == [({"corridor_length": 60}, "1"), ({"corridor_length": 60}, "2")]
+    with pytest.raises(ValueError, match="passes the filters"):
+        tb_runs.load_points_csv(points, tb_runs.parse_filters(["seed=9"]))
+    with pytest.raises(ValueError, match="does not exist"):
+        tb_runs.load_points_csv(str(tmp_path / "none.csv"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("script,seed\nagalite,1\n")
+    with pytest.raises(ValueError, match="written by --save-csv"):
+        tb_runs.load_points_csv(str(bad))
+
+
 def test_sweep_plot_from_events(runs_dir, tmp_path):
     args = sweep_plot.Args(runs_dir=runs_dir, out=str(tmp_path / "sweep"))
     points = sweep_plot.points_from_runs(args)
