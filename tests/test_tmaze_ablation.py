@@ -128,16 +128,16 @@ def test_optimizer_checks_change_only_their_own_settings():
 
 
 def test_the_docs_results_table_is_the_committed_csv(tmp_path):
-    """docs/tmaze_protocol.md's tables of the corridor runs and of the attribution runs are printed from
-    plots/results/tmaze_protocol.csv and tmaze_attribution.csv (the sweeps' own summaries), so the page cannot drift
-    from the CSVs; the table lists runs by model, corridor and seed (after the variant, where there is one)."""
+    """docs/tmaze_protocol.md's tables of the corridor, attribution and default-eps runs are printed from
+    plots/results/tmaze_protocol.csv, tmaze_attribution.csv and tmaze_default_eps.csv (the sweeps' own summaries), so
+    the page cannot drift from the CSVs; the table lists runs by model, corridor and seed (after the variant, if any)."""
     import os
 
     from conftest import ROOT
 
     with open(os.path.join(ROOT, "docs", "tmaze_protocol.md")) as f:
         page = f.read()
-    for name in ("tmaze_protocol.csv", "tmaze_attribution.csv"):
+    for name in ("tmaze_protocol.csv", "tmaze_attribution.csv", "tmaze_default_eps.csv"):
         lines = tmaze_ablation.results_table(os.path.join(ROOT, "plots", "results", name))
         assert "\n".join(lines) + "\n" in page, name
     csv = tmp_path / "summary.csv"
