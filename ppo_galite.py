@@ -90,8 +90,8 @@ class Args:
     """total timesteps of the experiments"""
     learning_rate: float = 2.5e-4
     """the learning rate of the optimizer"""
-    adam_eps: float = 1e-5
-    """eps of the Adam optimizer (1e-5: CleanRL's; 1e-8: optax's default, which the authors' release used)"""
+    adam_eps: float = 1e-8
+    """eps of Adam: optax's default, which the authors' release used (CleanRL's 1e-5 slowed AGaLiTe's long memories)"""
     num_envs: int = 16
     """the number of parallel game environments"""
     num_steps: int = 128

@@ -84,12 +84,13 @@ CORRIDOR_SWEEP = dict(tag="release", corridors=(60, 120, 200), seeds=(1, 2, 3), 
 ATTRIBUTION = {
     "Adam eps 1e-8 alone": ("attr_eps", "--vf-coef 0.5"),
     "--vf-coef 1.0 alone": ("attr_vf", "--adam-eps 1e-5"),
-    # the earlier protocol's runs again, with today's code (those in tmaze_earlier.csv predate it, their logs lost)
+    # the earlier protocol's runs again, with the attribution's code (those in tmaze_earlier.csv predate it, logs lost)
     "neither": ("attr_none", "--adam-eps 1e-5 --vf-coef 0.5"),
 }
 ATTRIBUTION_SWEEP = dict(script="agalite", corridor=120, seeds=(1, 2), budget=5_000_000)
 GATE_BIAS_SWEEP = dict(tag="releasegb", script="agalite", corridor=120, seeds=(1, 2), budget=5_000_000, gate_bias=-3)
 # the passive T-Maze (docs/tmaze_passive.md) with the scripts' own PPO and initialisation, only Adam's eps the release's
+# (the passive study ran with 1e-5, the scripts' default then; 1e-8 is the default now, named here all the same)
 PASSIVE_EPS_SWEEP = dict(tag="passive_eps8", script="agalite", corridors=(100, 400), seeds=(1, 2), budget=3_000_000)
 
 

@@ -77,6 +77,9 @@ class Args:
     line_columns: List[str] = field(default_factory=lambda: ["script"])
     """CSV only: the columns that name a line: the first one's value, then _<column><value> for each further column
     with a value (rows without one, e.g. the default gate bias, stay on the plain script's line)"""
+    plain_values: List[str] = field(default_factory=list)
+    """COLUMN=VALUE, CSV only: a value that names no line, as an empty one does (e.g. adam_eps=1e-05, the value most
+    rows ran with: those rows stay on the plain script's line)"""
     rename: List[str] = field(default_factory=list)
     """NAME=NEW: lines (after the prefixes, suffixes and drops, or as --line-columns names them) renamed; several
     names may share one line, e.g. agalite_gate_bias-5=agalite_gate_bias~-lnL agalite_gate_bias-6.5=agalite_gate_bias~-lnL"""
@@ -171,9 +174,13 @@ def csv_rows(args, columns):
             raise ValueError(f"filter key {key!r} is not a column of {args.csv!r}: {list(rows[0])}")
     rows = [r for r in rows if all(r[k] in allowed for k, allowed in filters.items())]
     renames = dict(r.split("=", 1) for r in args.rename)
+    bad = [v for v in args.plain_values if "=" not in v or v.split("=", 1)[0] not in rows[0]]
+    if bad:
+        raise ValueError(f"--plain-values {bad}: expected COLUMN=VALUE with COLUMN one of {list(rows[0])}")
+    plain = dict(v.split("=", 1) for v in args.plain_values)
     first, *others = args.line_columns
     for row in rows:  # named as the sweep names its runs: agalite_gate_bias-4_learning_rate0.001
-        name = row[first] + "".join(f"_{c}{row[c]}" for c in others if row[c] not in ("", None))
+        name = row[first] + "".join(f"_{c}{row[c]}" for c in others if row[c] not in ("", None, plain.get(c, "")))
         row["_line"] = ("", renames.get(name, name))
     return rows
 

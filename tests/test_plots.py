@@ -266,8 +266,8 @@ def test_sweep_plot_from_csv(tmp_path, capsys):
 
 def test_sweep_plot_csv_line_columns_and_unsolved(tmp_path, capsys):
     """--line-columns names the lines as the sweep names its runs (rows without a value stay on the plain script's
-    line); --rename works on CSV lines; --show-unsolved draws the rows without solved_at at the steps they ran,
-    outside the means, also for a line that solved nothing."""
+    line; --plain-values likewise); --rename works on CSV lines; --show-unsolved draws the rows without solved_at at
+    the steps they ran, outside the means, also for a line that solved nothing."""
     path = tmp_path / "kept.csv"
     rows = [("agalite", "", "", 50, 1, "473000", "473000"), ("agalite", "", "", 50, 2, "225000", ""),
             ("agalite", "", "", 100, 1, "", "3000000"), ("agalite", "-3", "0.001", 200, 1, "180000", ""),
@@ -306,6 +306,11 @@ def test_sweep_plot_csv_line_columns_and_unsolved(tmp_path, capsys):
     renamed = sweep_plot.points_from_csv(sweep_plot.Args(csv=str(path), metric="solved_at", line_columns=columns, rename=[
         "agalite_gate_bias-3_learning_rate0.001=lr1e-3", "agalite_gate_bias-4_learning_rate0.001=lr1e-3"]))
     assert sorted((line, x, value) for (_, line), x, _, value in renamed if line == "lr1e-3") == [("lr1e-3", 200.0, 180000.0), ("lr1e-3", 400.0, 616000.0)]
+    # --plain-values: a value that names no line, as an empty one: lr 0.001 rows join the lines without it
+    plain = sweep_plot.points_from_csv(sweep_plot.Args(csv=str(path), metric="solved_at", line_columns=columns, plain_values=["learning_rate=0.001"]))
+    assert sorted({line for (_, line), *_ in plain}) == ["agalite", "agalite_gate_bias-3", "agalite_gate_bias-4", "gtrxl"]
+    with pytest.raises(ValueError, match="COLUMN=VALUE"):
+        sweep_plot.points_from_csv(sweep_plot.Args(csv=str(path), metric="solved_at", line_columns=columns, plain_values=["adam_eps=1e-5"]))
     with pytest.raises(ValueError, match="lacks the column"):
         sweep_plot.main(sweep_plot.Args(csv=str(path), line_columns=["script", "forget_bias"], out=str(tmp_path / "x")))
     with pytest.raises(ValueError, match="--show-unsolved"):

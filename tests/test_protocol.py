@@ -161,15 +161,15 @@ def test_release_protocol_loss_is_the_releases_a2c_loss(script):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_adam_eps_is_the_optimizers(script, tmp_path):
-    """--adam-eps reaches the optimizer (read back from the run's checkpoint); the default stays CleanRL's 1e-5."""
+    """--adam-eps reaches the optimizer (read back from the run's checkpoint); the default is the release's 1e-8."""
     cmd = cli(script, total_timesteps=32, num_envs=2, num_steps=16, num_minibatches=2, env_kwargs=json.dumps({"corridor_length": 2}),
-              cuda=False, adam_eps=1e-8, checkpoint_every=1)
+              cuda=False, adam_eps=1e-5, checkpoint_every=1)
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    assert [group["eps"] for group in checkpoint["optimizer"]["param_groups"]] == [1e-8]
-    assert __import__(script).Args().adam_eps == 1e-5
+    assert [group["eps"] for group in checkpoint["optimizer"]["param_groups"]] == [1e-5]
+    assert __import__(script).Args().adam_eps == 1e-8
 
 
 def test_agalite_fused_layers_start_as_the_releases_separate_orthogonal_matrices():

@@ -27,7 +27,7 @@ def test_each_variant_changes_only_its_own_settings():
         "frozen critic": {"vf_coef": 0.0},
     }
     # the ablations set a protocol setting to our default (the frozen critic is a probe, not a default)
-    defaults = dataclasses.asdict(ppo_agalite.Args())
+    defaults = dataclasses.asdict(ppo_agalite.Args(adam_eps=1e-5))
     for variant, diff in changed.items():
         if variant != "frozen critic":
             assert all(defaults[k] == v for k, v in diff.items()), variant
@@ -97,12 +97,12 @@ def test_the_protocol_differs_between_models_only_in_their_own_settings():
 
 def test_optimizer_checks_change_only_their_own_settings():
     """The attribution sweeps set one of the release's two optimizer settings back to the earlier protocol's; the
-    gate-bias sweep adds only --gate-bias -3 (as a grid entry); the passive sweeps are the scripts' defaults with
-    only Adam's eps changed."""
+    gate-bias sweep adds only --gate-bias -3 (as a grid entry); the passive sweeps are the passive study's settings
+    (the scripts' defaults with Adam eps 1e-5, the default when it ran) with only Adam's eps changed."""
     sweep = load("benchmarks/sweep.py", "sweep")
     parse = lambda flags: dataclasses.asdict(tyro.cli(ppo_agalite.Args, args=shlex.split(flags)))
     protocol = parse(tmaze_ablation.protocol("agalite"))
-    defaults = dataclasses.asdict(ppo_agalite.Args())
+    defaults = dataclasses.asdict(ppo_agalite.Args(adam_eps=1e-5))
     commands = tmaze_ablation.optimizer_check_commands()
     assert len(commands) == 6
     changed = []
