@@ -4,7 +4,8 @@ On TMazePassive-v0 (carried) PPO learns the cue from one decision per episode, t
 sign is the episode's success: 16 noisy decisions per update at the sweep's settings. This takes RL out: each
 step trains the script's own network (memory and actor head, a fresh initialisation, the script's options) on
 a batch of fresh carried episodes, with the logistic loss of d = logit(UP) - logit(DOWN) at the junction against
-the cue, by Adam with the script's learning rate and gradient clipping. Whole episodes are one sequence
+the cue, by Adam with the script's learning rate and gradient clipping (and eps 1e-5, the scripts' default when the
+results in docs/tmaze_passive.md were made; the scripts' is 1e-8 now). Whole episodes are one sequence
 (T = L + 1), as in the sweep. It reports the first step at which the accuracy of the last 10 batches reaches
 0.95 (never: not within --steps), and the loss and accuracy at the end.
 
