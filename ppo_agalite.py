@@ -15,6 +15,7 @@
 import math
 import os
 import random
+import signal
 import time
 from dataclasses import dataclass, fields
 from typing import Optional
@@ -68,7 +69,8 @@ class Args:
     """how many episodes the evaluation of the saved model runs"""
     checkpoint_every: int = 0
     """write runs/<run>/checkpoint.pt (model, optimizer, step, random states, arguments) every N PPO iterations and at
-    the end (0: never). The file is replaced atomically, so a run killed at any moment leaves its last checkpoint whole"""
+    the end (0: never). The file is replaced atomically, so a run killed at any moment leaves its last checkpoint whole;
+    on SIGTERM (e.g. SLURM's preemption) the run finishes its update, writes one and exits with status 143"""
     stop_at_success: float = 0.0
     """stop the run (a last checkpoint, then the end of training) once the mean success rate of the last 5 updates
     reaches this value (0: never; for tasks that report success, e.g. a memory-length sweep run until solved)"""
@@ -837,6 +839,10 @@ if __name__ == "__main__":
     next_state = agent.initial_state(args.num_envs, device)
 
     success_history = []  # mean success rate of each update (for --stop-at-success)
+    # SIGTERM (SLURM's preemption, a machine's shutdown): finish the update under way, checkpoint, exit with 143
+    terminated = []
+    if args.checkpoint_every:
+        signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
     for iteration in range(start_iteration + 1, args.num_iterations + 1):
         initial_states = []  # memory state at the start of each training sequence (stored, as the paper does)
         episodic_returns, episodic_lengths, successes, achievements, achievement_flags = [], [], [], [], []
@@ -962,9 +968,14 @@ if __name__ == "__main__":
             recent += f" | success {np.mean(successes):.2f}" if successes else ""
             print(f"step {global_step:>9}/{args.num_iterations * args.batch_size} | {recent} | SPS {sps} | ETA {eta / 60:.1f} min", flush=True)
         solved = args.stop_at_success > 0 and len(success_history) >= 5 and np.mean(success_history[-5:]) >= args.stop_at_success
-        if args.checkpoint_every and (iteration % args.checkpoint_every == 0 or iteration == args.num_iterations or solved):
+        if args.checkpoint_every and (iteration % args.checkpoint_every == 0 or iteration == args.num_iterations or solved or terminated):
             writer.flush()  # the logged steps up to the checkpoint are on disk before it is
             save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), agent, optimizer, iteration, global_step, args)
+        if terminated and not (solved or iteration == args.num_iterations):
+            print(f"SIGTERM: checkpoint written at step {global_step}; continue with --resume {run_dir}", flush=True)
+            envs.close()
+            writer.close()
+            raise SystemExit(128 + signal.SIGTERM)  # not finished: a sweep resumes it
         if solved:
             print(f"mean success of the last 5 updates {np.mean(success_history[-5:]):.3f} >= --stop-at-success {args.stop_at_success}: stopping at step {global_step}", flush=True)
             break

@@ -74,6 +74,30 @@ def test_a_killed_run_resumes_to_its_last_step_with_every_step_logged_once(scrip
     assert [lr for _, lr in steps_and_lr] == pytest.approx(expected_lr, rel=1e-5)
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_sigterm_finishes_the_update_checkpoints_and_exits_143_then_the_run_resumes(script, tmp_path):
+    """SIGTERM (SLURM's preemption) mid-run: the run checkpoints at once (checkpoint_every is larger than the run) and
+    exits with 128 + 15; resumed, it finishes with every step logged once."""
+    iterations = 60
+    args = dict(TINY, total_timesteps=iterations * NUM_ENVS * NUM_STEPS, checkpoint_every=1000)
+    proc = subprocess.Popen(cli(script, **args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # the first progress line: the loop (and its handler) has started
+        if line.startswith("step "):
+            break
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
+    stopped_at = read_checkpoint(path)["iteration"]
+    assert 1 <= stopped_at < iterations and f"SIGTERM: checkpoint written at step {stopped_at * NUM_ENVS * NUM_STEPS}" in stdout
+
+    run_dir = os.path.dirname(path)
+    result = subprocess.run(cli(script, **args, resume=run_dir), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert read_checkpoint(path)["iteration"] == iterations
+    assert [step for step, _ in scalars(run_dir, "charts/SPS")] == [i * NUM_ENVS * NUM_STEPS for i in range(1, iterations + 1)]
+
+
 def test_a_run_resumed_from_a_checkpoint_older_than_its_log_logs_each_step_once(tmp_path):
     """What a kill leaves when the log got further than the checkpoint: made here by rewinding a finished run's
     checkpoint by two iterations. The resumed run logs those iterations again; TensorBoard must show them once."""
