@@ -69,8 +69,8 @@ class Args:
     """how many episodes the evaluation of the saved model runs"""
     checkpoint_every: int = 0
     """write runs/<run>/checkpoint.pt (model, optimizer, step, random states, arguments) every N PPO iterations and at
-    the end (0: never). The file is replaced atomically, so a run killed at any moment leaves its last checkpoint whole;
-    on SIGTERM (e.g. SLURM's preemption) the run finishes its update, writes one and exits with status 143"""
+    the end (0: never). The file is replaced atomically, so a run killed at any moment leaves its last checkpoint whole.
+    On SIGTERM (e.g. SLURM's preemption) a run finishes its update, writes one (if N > 0) and exits with status 143"""
     stop_at_success: float = 0.0
     """stop the run (a last checkpoint, then the end of training) once the mean success rate of the last 5 updates
     reaches this value (0: never; for tasks that report success, e.g. a memory-length sweep run until solved)"""
@@ -689,10 +689,10 @@ if __name__ == "__main__":
     next_state = agent.initial_state(args.num_envs, device)
 
     success_history = []  # mean success rate of each update (for --stop-at-success)
-    # SIGTERM (SLURM's preemption, a machine's shutdown): finish the update under way, checkpoint, exit with 143
+    # SIGTERM (SLURM's preemption, a machine's shutdown): finish the update under way, checkpoint, exit with 143.
+    # Set after the environments are made: memory-gym's pygame (SDL) catches SIGTERM and ignores it otherwise
     terminated = []
-    if args.checkpoint_every:
-        signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
     for iteration in range(start_iteration + 1, args.num_iterations + 1):
         initial_states = []  # memory state at the start of each training sequence (stored, as the paper does)
         episodic_returns, episodic_lengths, successes, achievements, achievement_flags = [], [], [], [], []
@@ -825,7 +825,8 @@ if __name__ == "__main__":
             writer.flush()  # the logged steps up to the checkpoint are on disk before it is
             save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), agent, optimizer, iteration, global_step, args)
         if terminated and not (solved or iteration == args.num_iterations):
-            print(f"SIGTERM: checkpoint written at step {global_step}; continue with --resume {run_dir}", flush=True)
+            saved = f"checkpoint written; continue with --resume {run_dir}" if args.checkpoint_every else "no --checkpoint-every"
+            print(f"SIGTERM: stopping at step {global_step} ({saved})", flush=True)
             envs.close()
             writer.close()
             raise SystemExit(128 + signal.SIGTERM)  # not finished: a sweep resumes it

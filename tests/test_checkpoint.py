@@ -89,13 +89,29 @@ def test_sigterm_finishes_the_update_checkpoints_and_exits_143_then_the_run_resu
     assert proc.returncode == 143, stderr
     (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
     stopped_at = read_checkpoint(path)["iteration"]
-    assert 1 <= stopped_at < iterations and f"SIGTERM: checkpoint written at step {stopped_at * NUM_ENVS * NUM_STEPS}" in stdout
+    assert 1 <= stopped_at < iterations and f"SIGTERM: stopping at step {stopped_at * NUM_ENVS * NUM_STEPS} (checkpoint written" in stdout
 
     run_dir = os.path.dirname(path)
     result = subprocess.run(cli(script, **args, resume=run_dir), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert read_checkpoint(path)["iteration"] == iterations
     assert [step for step, _ in scalars(run_dir, "charts/SPS")] == [i * NUM_ENVS * NUM_STEPS for i in range(1, iterations + 1)]
+
+
+def test_sigterm_stops_a_mystery_path_run_whose_pygame_would_ignore_it(tmp_path):
+    """memory-gym's pygame (SDL) catches SIGTERM and does nothing with it; the script's own handler, set after the
+    environments are made, still stops the run after its update (no --checkpoint-every: nothing saved)."""
+    pytest.importorskip("memory_gym", reason="memory-gym not installed (pip install memory-gym==1.0.2)")
+    args = dict(num_envs=2, num_steps=16, num_minibatches=1, update_epochs=1, cuda=False, n_layers=1, total_timesteps=100 * 32)
+    proc = subprocess.Popen(cli("ppo_agalite", env_id="MysteryPath-Grid-Easy-v0", **args), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("step "):
+            break
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert "(no --checkpoint-every)" in stdout and not glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
 
 
 def test_a_run_resumed_from_a_checkpoint_older_than_its_log_logs_each_step_once(tmp_path):
