@@ -74,19 +74,26 @@ def test_a_killed_run_resumes_to_its_last_step_with_every_step_logged_once(scrip
     assert [lr for _, lr in steps_and_lr] == pytest.approx(expected_lr, rel=1e-5)
 
 
+def sigterm_after_first_update(cmd, cwd):
+    """Starts `cmd`, sends SIGTERM once it prints its first progress line (its loop and handler have started);
+    returns (returncode, stdout, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("step "):
+            break
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stdout, stderr
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_sigterm_finishes_the_update_checkpoints_and_exits_143_then_the_run_resumes(script, tmp_path):
     """SIGTERM (SLURM's preemption) mid-run: the run checkpoints at once (checkpoint_every is larger than the run) and
     exits with 128 + 15; resumed, it finishes with every step logged once."""
     iterations = 60
     args = dict(TINY, total_timesteps=iterations * NUM_ENVS * NUM_STEPS, checkpoint_every=1000)
-    proc = subprocess.Popen(cli(script, **args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # the first progress line: the loop (and its handler) has started
-        if line.startswith("step "):
-            break
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143, stderr
+    returncode, stdout, stderr = sigterm_after_first_update(cli(script, **args), tmp_path)
+    assert returncode == 143, stderr
     (path,) = glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
     stopped_at = read_checkpoint(path)["iteration"]
     assert 1 <= stopped_at < iterations and f"SIGTERM: stopping at step {stopped_at * NUM_ENVS * NUM_STEPS} (checkpoint written" in stdout
@@ -103,14 +110,8 @@ def test_sigterm_stops_a_mystery_path_run_whose_pygame_would_ignore_it(tmp_path)
     environments are made, still stops the run after its update (no --checkpoint-every: nothing saved)."""
     pytest.importorskip("memory_gym", reason="memory-gym not installed (pip install memory-gym==1.0.2)")
     args = dict(num_envs=2, num_steps=16, num_minibatches=1, update_epochs=1, cuda=False, n_layers=1, total_timesteps=100 * 32)
-    proc = subprocess.Popen(cli("ppo_agalite", env_id="MysteryPath-Grid-Easy-v0", **args), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if line.startswith("step "):
-            break
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143, stderr
+    returncode, stdout, stderr = sigterm_after_first_update(cli("ppo_agalite", env_id="MysteryPath-Grid-Easy-v0", **args), tmp_path)
+    assert returncode == 143, stderr
     assert "(no --checkpoint-every)" in stdout and not glob.glob(str(tmp_path / "runs" / "*" / "checkpoint.pt"))
 
 
