@@ -18,8 +18,10 @@ submission (`--wait` waits for the jobs and writes the summary); run it again af
 Resuming: a run that finished writes the marker `<log-dir>/<exp_name>__<seed>.done` (JSON: its arguments, run
 directory, wall time) and is skipped when the sweep is launched again. A run without a marker (killed, preempted,
 out of time) continues from the newest checkpoint.pt of its run directories (`--resume`), or starts again if it
-wrote none. A marker written for other arguments (say another --total-timesteps) stops the sweep with a message
-rather than mixing the two: use another --tag, or delete the markers.
+wrote none. Ctrl-C or SIGTERM stops a local sweep cleanly: its runs get SIGTERM, finish their update, write a
+checkpoint and exit, and the sweep waits for them (a second Ctrl-C kills them). A marker written for other arguments
+(say another --total-timesteps) stops the sweep with a message rather than mixing the two: use another --tag, or
+delete the markers.
 
 After each finished run (locally) and at the end, the summary CSV (default <workdir>/runs/<tag>_summary.csv) gets one
 row per finished run of the grid (rows
@@ -42,6 +44,7 @@ import glob
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -123,6 +126,8 @@ class Args:
     """OMP_NUM_THREADS of each local run when not set already (0: cores // jobs, at least 1)"""
     poll_s: float = 1.0
     """seconds between checks of the running processes"""
+    stop_timeout_s: float = 600.0
+    """on Ctrl-C or SIGTERM, how long to wait for the runs to checkpoint and exit before killing them"""
     dry_run: bool = False
     """print what would run and what is skipped, run nothing"""
 
@@ -280,11 +285,35 @@ def submit(args, todo, env):
     return executor.map_array(job, todo, [" ".join(map(shlex.quote, shlex.split(args.python_cmd)))] * n, [args.workdir] * n, [env] * n)
 
 
+def stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM to the sweep (a shutdown, a job's end) stops it as Ctrl-C does
+
+
+def stop_runs(procs, timeout_s):
+    """SIGTERM to each run (it finishes its update, writes a checkpoint and exits 143), then waits for them; a second
+    Ctrl-C or SIGTERM, or timeout_s (a run still starting, before its handler exists), kills those left."""
+    print(f"stopping: SIGTERM to the {len(procs)} runs in progress; each checkpoints after its update (Ctrl-C again: kill them)", flush=True)
+    for proc in procs:
+        proc.terminate()
+    deadline = time.time() + timeout_s
+    try:
+        for proc in procs:
+            proc.wait(timeout=max(deadline - time.time(), 0))
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        print("killing the runs that have not stopped (their last periodic checkpoints stay)", flush=True)
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def run_local(args, todo, env, on_finish=lambda: None):
     """Runs the runs as local processes, --jobs at a time, calling on_finish() after each run that finishes;
-    returns (ran, failed) names."""
+    returns (ran, failed) names. Ctrl-C or SIGTERM stops the sweep and its runs (stop_runs). The runs are in their own
+    session, so that a terminal's Ctrl-C reaches the sweep only: a run's own KeyboardInterrupt would stop it mid-update,
+    without a checkpoint."""
     ran, failed, running = [], [], []
     pending = list(todo)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         while pending or running:
             while pending and len(running) < args.jobs:
@@ -293,7 +322,8 @@ def run_local(args, todo, env, on_finish=lambda: None):
                 log = open(run["log"], "a")
                 log.write(f"# {shlex.join(cmd)}\n# cwd {args.workdir}\n")
                 log.flush()
-                proc = subprocess.Popen(cmd, cwd=args.workdir, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **env))
+                proc = subprocess.Popen(cmd, cwd=args.workdir, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **env),
+                                        start_new_session=True)
                 running.append((run, proc, log, time.time(), resumed))
                 how = f"resumed from {os.path.relpath(resumed, args.workdir)}" if resumed else "started"
                 print(f"{how} {run['exp_name']} seed {run['seed']} (log {run['log']})", flush=True)
@@ -316,12 +346,11 @@ def run_local(args, todo, env, on_finish=lambda: None):
                 on_finish()
                 print(f"finished {name} in {marker['wall_time_s'] / 60:.1f} min -> {marker['run_dir']} ({len(ran) + len(failed)}/{len(todo)})", flush=True)
     except KeyboardInterrupt:
-        for _, proc, log, _, _ in running:
-            proc.terminate()
-        for _, proc, log, _, _ in running:
-            proc.wait()
+        stop_runs([proc for _, proc, _, _, _ in running], args.stop_timeout_s)
+        for _, _, log, _, _ in running:
             log.close()
         raise SystemExit("interrupted: the runs in progress were stopped; run the same command again to resume them from their checkpoints")
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return ran, failed
 
 

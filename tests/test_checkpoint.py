@@ -284,6 +284,36 @@ def test_a_sweep_with_a_killed_run_completes_when_launched_again(tmp_path):
         assert [line.split(",")[:3] for line in f.read().splitlines()] == [["script", "corridor_length", "seed"], ["lstm", "2", "1"], ["lstm", "2", "2"]]
 
 
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_a_stopped_sweep_has_its_runs_checkpoint_after_their_update_and_completes_when_launched_again(how, tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the sweep's whole process group) or SIGTERM to the sweep: its run gets SIGTERM,
+    finishes its update, checkpoints and exits; the sweep waits for it; launched again it resumes from there."""
+    iterations = 60
+    cmd = [sys.executable, SWEEP, "--scripts", "lstm", "--grid", "env.corridor_length=2", "--seeds", "1",
+           "--total-timesteps", str(iterations * NUM_ENVS * NUM_STEPS), "--checkpoint-every", "1000", "--jobs", "1",
+           "--workdir", str(tmp_path), "--poll-s", "0.05", "--"] + TINY_LSTM
+    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log = tmp_path / "runs" / "sweep_logs" / "sweep_lstm_L2__1.log"
+    deadline = time.time() + 240
+    while not (log.exists() and "\nstep " in log.read_text()) and time.time() < deadline and sweep.poll() is None:
+        time.sleep(0.02)
+    assert sweep.poll() is None, "the sweep ended before it could be stopped"
+    if how == "ctrl-c":
+        os.killpg(sweep.pid, signal.SIGINT)  # what a terminal does: the sweep's group, which the run is not in
+    else:
+        sweep.send_signal(signal.SIGTERM)
+    output, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 1 and "stopping: SIGTERM to the 1 runs in progress" in output and "interrupted" in output, output
+    assert not script_pids(tmp_path, seed=1) and "SIGTERM: stopping at step" in log.read_text(), log.read_text()
+    (path,) = glob.glob(str(tmp_path / "runs" / "TMaze-v0__sweep_lstm_L2__1__*" / "checkpoint.pt"))
+    assert 1 <= read_checkpoint(path)["iteration"] < iterations  # written on SIGTERM: the periodic one never comes
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "resumed from runs/TMaze-v0__sweep_lstm_L2__1__" in again.stdout, again.stdout + again.stderr
+    assert read_checkpoint(path)["iteration"] == iterations
+    assert [step for step, _ in scalars(os.path.dirname(path), "charts/SPS")] == [i * NUM_ENVS * NUM_STEPS for i in range(1, iterations + 1)]
+
+
 def test_the_slurm_path_runs_through_submitits_local_executor(tmp_path):
     pytest.importorskip("submitit")
     cmd = [sys.executable, SWEEP, "--launcher", "submitit-local", "--scripts", "lstm", "--grid", "env.corridor_length=2",
