@@ -5,6 +5,7 @@ registers a module's kernels for its torch.library operators per device type, sw
 why where they cannot be had."""
 
 import contextlib
+import fcntl
 import glob
 import hashlib
 import os
@@ -38,8 +39,9 @@ def load(name, cpp_file, functions, verbose=False):
         print(f"{name}: building the fused C++ kernels (once per machine, about a minute)", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     try:
-        module = cpp_extension.load_inline(name=f"{name}_{key}", cpp_sources=[source], functions=functions,
-                                           extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=verbose)
+        with build_lock(root, f"{name}_{key}"):
+            module = cpp_extension.load_inline(name=f"{name}_{key}", cpp_sources=[source], functions=functions,
+                                               extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=verbose)
     except Exception as e:  # noqa: BLE001  (whatever failed, the torch loops run instead)
         lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
         first = next((line for line in lines if "error" in line.lower() and "Error building" not in line), lines[0])
@@ -48,6 +50,26 @@ def load(name, cpp_file, functions, verbose=False):
         print(f"{name}: built the fused C++ kernels in {time.perf_counter() - t0:.0f} s (cached for later runs)",
               file=sys.stderr, flush=True)
     return module, None
+
+
+@contextlib.contextmanager
+def build_lock(root, build_name):
+    """One build of `build_name` at a time on this machine, and no wait on a dead one. torch's own guard is a `lock`
+    file in the build directory that a process removes when its build ends: a build killed midway (Ctrl-C twice,
+    SIGKILL, a job's time limit) leaves it behind, and every later load_inline of that name then waits for it forever.
+    An flock is released by the kernel when its holder dies, so whoever holds this one is the only builder alive and
+    may remove a `lock` file it finds."""
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, f"{build_name}.flock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # waits only while another live process builds or loads it
+        try:
+            # (load_inline builds in root/<name>, or in root/py311_cpu/<name> when TORCH_EXTENSIONS_DIR is unset)
+            for stale in glob.glob(os.path.join(root, build_name, "lock")) + glob.glob(os.path.join(root, "*", build_name, "lock")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(stale)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def opdef(name):

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -78,11 +79,16 @@ def sigterm_after_first_update(cmd, cwd):
     """Starts `cmd`, sends SIGTERM once it prints its first progress line (its loop and handler have started);
     returns (returncode, stdout, stderr)."""
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if line.startswith("step "):
-            break
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
+    watchdog = threading.Timer(300, proc.kill)  # a run that never prints a progress line fails the test, not hangs it
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            if line.startswith("step "):
+                break
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        watchdog.cancel()
     return proc.returncode, stdout, stderr
 
 

@@ -187,6 +187,27 @@ def test_failed_build_falls_back_to_the_loops_and_says_so_once(monkeypatch, caps
     assert torch.isfinite(y).all() and y.shape == c.shape and last.shape == h0.shape
 
 
+def test_a_build_killed_midway_does_not_block_the_next_load(cpu_kernels, tmp_path):
+    """torch's build guard is a `lock` file that a killed build leaves behind, and load_inline then waits for it
+    forever, even for a build already in the cache. fused_kernels.load removes it under its own flock (which dies with
+    its holder): a process that finds such a file still loads the kernels, and the file is gone."""
+    import glob
+    import subprocess
+
+    (so_file,) = glob.glob(os.path.join(os.path.dirname(cpu_kernels._kernels.extension.__file__), "*.so"))
+    lock = os.path.join(os.path.dirname(so_file), "lock")
+    open(lock, "w").close()  # what a build killed midway leaves
+    try:
+        result = subprocess.run([sys.executable, "-c", "import agalite_kernels; print(agalite_kernels.enable('cpu'))"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        stale = os.path.exists(lock)
+        if stale:
+            os.remove(lock)
+    assert result.returncode == 0 and result.stdout.strip() == "True", result.stderr
+    assert not stale
+
+
 def agent_outputs_and_grads(agent, T=13, B=3, seed=0):
     """AGaLiTe's Agent over a training chunk (episode starts inside, a carried-in state): outputs, new state and
     the gradients of every parameter and of the start state."""
