@@ -10,15 +10,20 @@ Rows are in the game's order (envs/craftax.py, achievement_names) when craftax i
 
 Writes `<out>.md` (the table, with the runs each column averages and the steps they reached) and `<out>.csv`
 (rates in [0, 1]). The runs must all be of one environment (Classic and the full game have other achievements).
+`--save-csv F` also writes each run's rates (one row per run and achievement) to F, and `--csv F` makes the table
+from such a file instead of the runs: how the table's data is kept in the repository; `--keep-csv-runs` adds this
+machine's runs to the ones F holds (a table whose runs are made a few at a time, on several machines).
 
 Usage:
     python plots/craftax_achievements.py --runs-dir runs --filter env_id=Craftax-Symbolic-v1 --out plots/results/craftax_achievements
+    python plots/craftax_achievements.py --runs-dir runs --save-csv plots/results/craftax_achievement_runs.csv --keep-csv-runs
+    python plots/craftax_achievements.py --csv plots/results/craftax_achievement_runs.csv
 """
 import csv
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import tyro
@@ -40,6 +45,14 @@ class Args:
     """key=value filters, all after one --filter: --filter env_id=Craftax-Symbolic-v1 exp_name=craftax_here_agalite"""
     final_frac: float = 0.1
     """a run's rate: the mean of this last fraction of its logged points (at least one point)"""
+    csv: Optional[str] = None
+    """make the table from the runs' rates in this CSV (written by --save-csv) instead of --runs-dir"""
+    save_csv: Optional[str] = None
+    """also write each run's rates (columns RUN_RATES_COLUMNS) to this CSV, to make the table again with --csv"""
+    keep_csv_runs: bool = False
+    """with --save-csv: keep the runs the CSV already holds that are not in --runs-dir, and tabulate them all"""
+
+RUN_RATES_COLUMNS = ["env_id", "exp_name", "seed", "last_step", "achievement", "rate"]
 
 
 def game_order(env_id, names):
@@ -54,33 +67,80 @@ def game_order(env_id, names):
     return [n for n in order if n in names] + sorted(set(names) - set(order))
 
 
-def table(runs, final_frac):
-    """{exp_name: {achievement: mean rate over its runs}}, the names in order, and per column (runs, last steps)."""
-    rates, info = {}, {}
+def run_rates(runs, final_frac):
+    """One row per run and achievement (RUN_RATES_COLUMNS): the mean of the last `final_frac` of the run's points."""
+    rows = []
     for run in runs:
         tags = {t[len(PREFIX):]: v for t, v in run["scalars"].items() if t.startswith(PREFIX)}
-        if not tags:
-            continue
-        column = rates.setdefault(run["exp_name"], {})
+        last_step = int(max((steps[-1] for steps, _ in tags.values()), default=0))
         for name, (_, values) in tags.items():
-            column.setdefault(name, []).append(tb_runs.final_value(values, final_frac))
-        info.setdefault(run["exp_name"], []).append(int(max(steps[-1] for steps, _ in tags.values())))
-    if not rates:
+            rows.append({"env_id": run["env_id"], "exp_name": run["exp_name"], "seed": str(run["seed"]),
+                         "last_step": last_step, "achievement": name, "rate": tb_runs.final_value(values, final_frac)})
+    if not rows:
         raise ValueError(f"none of the {len(runs)} runs logged {PREFIX}<name> scalars (Craftax runs of the ppo_*.py scripts do)")
-    names = game_order(runs[0]["env_id"], {n for column in rates.values() for n in column})
+    return rows
+
+
+def save_rates_csv(rows, path, keep_other_runs):
+    """Writes the runs' rates to `path`; with `keep_other_runs` the rows of runs not among `rows` are kept.
+    Returns all the rows now in the file."""
+    run_of = lambda row: (row["env_id"], row["exp_name"], str(row["seed"]))  # noqa: E731
+    kept = []
+    if keep_other_runs and os.path.isfile(path):
+        new_runs = {run_of(row) for row in rows}
+        kept = [row for row in load_rates_csv(path) if run_of(row) not in new_runs]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, RUN_RATES_COLUMNS)
+        writer.writeheader()
+        for row in kept + rows:
+            writer.writerow({**row, "rate": f"{float(row['rate']):.6g}"})
+    print(f"wrote {path}")
+    return kept + rows
+
+
+def load_rates_csv(path):
+    if not os.path.isfile(path):
+        raise ValueError(f"CSV {path!r} does not exist")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != RUN_RATES_COLUMNS:
+            raise ValueError(f"CSV {path!r} has the columns {reader.fieldnames}, not {RUN_RATES_COLUMNS} (written by --save-csv)")
+        return [{**row, "last_step": int(row["last_step"]), "rate": float(row["rate"])} for row in reader]
+
+
+def table(rows):
+    """{exp_name: {achievement: mean rate over its runs}}, the names in order, and per column the runs' last steps."""
+    rates, info = {}, {}
+    for row in rows:
+        rates.setdefault(row["exp_name"], {}).setdefault(row["achievement"], []).append(row["rate"])
+        info.setdefault(row["exp_name"], {})[row["seed"]] = row["last_step"]
+    names = game_order(rows[0]["env_id"], {n for column in rates.values() for n in column})
     means = {col: {n: float(np.mean(column[n])) if n in column else float("nan") for n in names} for col, column in rates.items()}
-    return means, names, info
+    return means, names, {col: list(steps.values()) for col, steps in info.items()}
 
 
 def main(args):
     """Writes the table; returns the paths written. Raises ValueError on bad input."""
     if not 0 < args.final_frac <= 1:
         raise ValueError(f"--final-frac ({args.final_frac}) must be in (0, 1]")
-    runs = tb_runs.load_runs(args.runs_dir, tb_runs.parse_filters(args.filter))
-    env_ids = sorted({r["env_id"] for r in runs})
+    if args.keep_csv_runs and not (args.save_csv and not args.csv):
+        raise ValueError("--keep-csv-runs adds the runs of --runs-dir to the CSV of --save-csv (and not with --csv)")
+    filters = tb_runs.parse_filters(args.filter)
+    matches = lambda row: tb_runs.run_matches({"env_kwargs": {}, "hparams": {}, **row}, filters)  # noqa: E731
+    if args.csv:
+        rows = [row for row in load_rates_csv(args.csv) if matches(row)]
+        if not rows:
+            raise ValueError(f"no run in {args.csv!r} passes the filters {filters}")
+    else:
+        rows = run_rates(tb_runs.load_runs(args.runs_dir, filters), args.final_frac)
+    if args.save_csv:
+        rows = save_rates_csv(rows, args.save_csv, args.keep_csv_runs)
+        rows = [row for row in rows if matches(row)]
+    env_ids = sorted({r["env_id"] for r in rows})
     if len(env_ids) > 1:
         raise ValueError(f"the runs are of several environments {env_ids}: choose one with --filter env_id=...")
-    means, names, info = table(runs, args.final_frac)
+    means, names, info = table(rows)
     columns = sorted(means)
     mean_row = {col: float(np.nanmean([means[col][n] for n in names])) for col in columns}
     lines = ["| achievement | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]

@@ -15,12 +15,14 @@ exp_name (by default the script's name, e.g. ppo_agalite), averaged over its see
 When one (env, env kwargs, exp_name, seed) has several run directories, the newest is used (with a note).
 Writes `<out>.png` and `<out>.pdf`. `--save-csv F` also writes the drawn points (one row per logged point) to
 F, and `--csv F` draws from such a file instead of the runs: how a figure's data is kept in the repository.
+`--keep-csv-runs` adds this machine's runs to F's (a figure whose runs are made a few at a time, on several machines).
 
 Usage:
     python plots/learning_curves.py --runs-dir runs --filter corridor_length=60 --smooth 10 --out plots/results/tmaze_curves
     python plots/learning_curves.py --filter env_id=TMaze-v0 exp_name=ppo_agalite exp_name=ppo_lstm --ci t
     python plots/learning_curves.py --runs-dir runs --save-csv plots/results/curves.csv --out plots/results/curves
     python plots/learning_curves.py --csv plots/results/curves.csv --out plots/results/curves
+    python plots/learning_curves.py --runs-dir runs --save-csv plots/results/curves.csv --keep-csv-runs  # add runs
 Filters are key=value with key an env kwarg (corridor_length), env_id, exp_name, seed or any logged
 hyperparameter; different keys must all match, several values of one key are alternatives. Give them all
 after one --filter (a second --filter replaces the first).
@@ -55,6 +57,9 @@ class Args:
     """read the runs' points from this CSV (written by --save-csv) instead of --runs-dir"""
     save_csv: Optional[str] = None
     """also write the drawn runs' points (raw, before smoothing) to this CSV, to redraw the figure with --csv"""
+    keep_csv_runs: bool = False
+    """with --save-csv: keep the runs the CSV already holds that are not in --runs-dir (runs of another machine or
+    session), and draw the figure from the whole CSV: a figure whose runs are made a few at a time"""
     out: str = "plots/results/learning_curves"
     """output path without extension: <out>.png and <out>.pdf are written"""
     filter: List[str] = field(default_factory=list)
@@ -102,8 +107,12 @@ def main(args):
     if not metrics:
         tags = sorted({t for r in runs for t in r["scalars"]})
         raise ValueError(f"none of the {len(runs)} runs logged any of {args.metrics}; scalar tags present: {tags}")
+    if args.keep_csv_runs and not (args.save_csv and not args.csv):
+        raise ValueError("--keep-csv-runs adds the runs of --runs-dir to the CSV of --save-csv (and not with --csv)")
     if args.save_csv:
-        tb_runs.save_points_csv(runs, metrics, args.save_csv)
+        tb_runs.save_points_csv(runs, metrics, args.save_csv, keep_other_runs=args.keep_csv_runs)
+        if args.keep_csv_runs:
+            runs = tb_runs.load_points_csv(args.save_csv, filters)
 
     envs = list(dict.fromkeys(tb_runs.env_label(r) for r in runs))  # in load_runs' order: corridor 10, 60, 120
     exp_names = sorted({r["exp_name"] for r in runs})

@@ -179,20 +179,37 @@ def load_runs(root, filters=None, log=print):
 POINTS_CSV_COLUMNS = ["env_id", "env_kwargs", "exp_name", "seed", "metric", "step", "value"]
 
 
-def save_points_csv(runs, metrics, path):
+def run_key(run):
+    """A run's identity in a points CSV: (env_id, env kwargs as JSON, exp_name, seed), all strings."""
+    kwargs = json.dumps(run["env_kwargs"], sort_keys=True) if run["env_kwargs"] else ""
+    return (run["env_id"], kwargs, run["exp_name"], str(run["seed"]))
+
+
+def save_points_csv(runs, metrics, path, keep_other_runs=False):
     """Writes the runs' logged points of `metrics` to `path`, one row per point (columns POINTS_CSV_COLUMNS), so
-    that a figure can be drawn again without the run directories (which do not outlive a machine)."""
+    that a figure can be drawn again without the run directories (which do not outlive a machine). With
+    `keep_other_runs` the rows `path` already holds for runs not among `runs` (made on another machine or in an
+    earlier session) are kept, so that a figure's CSV grows run by run; a run among `runs` replaces its old rows."""
+    kept = []
+    if keep_other_runs and os.path.isfile(path):
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != POINTS_CSV_COLUMNS:
+                raise ValueError(f"CSV {path!r} has the columns {reader.fieldnames}, not {POINTS_CSV_COLUMNS}: not a points CSV to add to")
+            new_keys = {run_key(run) for run in runs}
+            kept = [row for row in reader if (row["env_id"], row["env_kwargs"], row["exp_name"], row["seed"]) not in new_keys]
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(POINTS_CSV_COLUMNS)
+        writer.writerows([row[c] for c in POINTS_CSV_COLUMNS] for row in kept)
         for run in runs:
-            kwargs = json.dumps(run["env_kwargs"], sort_keys=True) if run["env_kwargs"] else ""
+            env_id, kwargs, exp_name, seed = run_key(run)
             for metric in metrics:
                 steps, values = run["scalars"].get(metric, ((), ()))
                 for step, value in zip(steps, values):
-                    writer.writerow([run["env_id"], kwargs, run["exp_name"], run["seed"], metric, int(step), f"{value:.7g}"])
-    print(f"wrote {path}")
+                    writer.writerow([env_id, kwargs, exp_name, seed, metric, int(step), f"{value:.7g}"])
+    print(f"wrote {path}" + (f" (and kept the {len({tuple(r[c] for c in POINTS_CSV_COLUMNS[:4]) for r in kept})} other runs it held)" if keep_other_runs else ""))
 
 
 def load_points_csv(path, filters=None):

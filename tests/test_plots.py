@@ -204,6 +204,76 @@ def test_learning_curves_from_saved_csv(runs_dir, tmp_path, capsys):
         tb_runs.load_points_csv(str(bad))
 
 
+def test_a_figure_csv_grows_run_by_run_with_keep_csv_runs(tmp_path, capsys):
+    """Runs made in two sessions on two machines (the first session's run directories gone): --keep-csv-runs adds
+    the second session's runs to the CSV, a run present again replaces its old rows, and the figure drawn from the
+    merged CSV equals the one drawn from all the runs at once."""
+    first, second, every = (str(tmp_path / name) for name in ("first", "second", "every"))
+    for seed in (1, 2):
+        write_run(first, "ppo_agalite", 60, seed, 1_700_000_100)
+        write_run(every, "ppo_agalite", 60, seed, 1_700_000_100)
+    write_run(first, "ppo_lstm", 60, 1, 1_700_000_100, scale=0.0)  # redone in the second session
+    for seed in (1, 2):
+        write_run(second, "ppo_lstm", 60, seed, 1_700_000_200)
+        write_run(every, "ppo_lstm", 60, seed, 1_700_000_200)
+    points = str(tmp_path / "curves.csv")
+    common = ["--smooth", "3", "--metrics", "charts/success_rate", "--out", str(tmp_path / "fig")]
+    learning_curves.main(tyro.cli(learning_curves.Args, args=["--runs-dir", first, "--save-csv", points] + common))
+    learning_curves.main(tyro.cli(learning_curves.Args, args=["--runs-dir", second, "--save-csv", points, "--keep-csv-runs"] + common))
+    merged = [line for line in capsys.readouterr().out.splitlines() if "final mean" in line][-2:]
+    assert_figure_files(str(tmp_path / "fig"))
+    with open(points, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted({(r["exp_name"], r["seed"]) for r in rows}) == [("ppo_agalite", "1"), ("ppo_agalite", "2"), ("ppo_lstm", "1"), ("ppo_lstm", "2")]
+    assert len(rows) == 4 * POINTS  # the first session's ppo_lstm seed 1 (all zeros) replaced, not kept beside
+    learning_curves.main(tyro.cli(learning_curves.Args, args=["--runs-dir", every] + common))
+    assert [line for line in capsys.readouterr().out.splitlines() if "final mean" in line] == merged
+    assert "ppo_lstm (n=2): final mean 0.325 " in merged[1]  # seeds 1 and 2 of the second session: 0.3, 0.35
+    with pytest.raises(ValueError, match="keep-csv-runs"):
+        learning_curves.main(tyro.cli(learning_curves.Args, args=["--runs-dir", second, "--keep-csv-runs"] + common))
+
+
+def write_craftax_run(runs_dir, exp_name, seed, rates, points=20):
+    """A Craftax run as the scripts log it: achievements/<name> per update (constant `rates` here)."""
+    writer = SummaryWriter(os.path.join(runs_dir, f"Craftax-Classic-Symbolic-v1__{exp_name}__{seed}__1700000000"))
+    params = {"exp_name": exp_name, "seed": seed, "env_id": "Craftax-Classic-Symbolic-v1"}
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in params.items()))
+    for i in range(points):
+        for name, rate in rates.items():
+            writer.add_scalar(f"achievements/{name}", rate if i >= points // 2 else 0.0, (i + 1) * STEP)
+    writer.close()
+
+
+def test_craftax_table_from_runs_of_two_sessions(tmp_path):
+    """craftax_achievements.py: --save-csv keeps each run's rates, --keep-csv-runs adds another session's runs to
+    them, --csv makes the same table without the runs; the rates are the last 10% of each run, averaged over seeds."""
+    craftax_achievements = load("plots/craftax_achievements.py", "craftax_achievements")
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    write_craftax_run(first, "agalite", 1, {"collect_wood": 0.8, "place_table": 0.2})
+    write_craftax_run(second, "agalite", 2, {"collect_wood": 0.6, "place_table": 0.0})
+    write_craftax_run(second, "lstm", 1, {"collect_wood": 0.5, "place_table": 0.1})
+    rates, out = str(tmp_path / "rates.csv"), str(tmp_path / "table")
+    run = lambda *argv: craftax_achievements.main(tyro.cli(craftax_achievements.Args, args=["--out", out, *argv]))  # noqa: E731
+    run("--runs-dir", first, "--save-csv", rates)
+    run("--runs-dir", second, "--save-csv", rates, "--keep-csv-runs")
+    merged = open(out + ".md").read()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in merged.splitlines() if line.startswith("| ")}
+    assert rows["achievement"] == ["agalite", "lstm"]
+    assert rows["collect_wood"] == ["70.0", "50.0"] and rows["place_table"] == ["10.0", "10.0"]
+    assert rows["mean over achievements"] == ["40.0", "30.0"]
+    assert "agalite: 2 runs, to steps 40,960, 40,960" in merged
+    run("--csv", rates)
+    assert open(out + ".md").read() == merged
+    run("--csv", rates, "--filter", "exp_name=lstm")
+    assert "| achievement | lstm |" in open(out + ".md").read()
+    with pytest.raises(ValueError, match="keep-csv-runs"):
+        run("--csv", rates, "--keep-csv-runs")
+    bad = tmp_path / "points.csv"
+    bad.write_text(",".join(tb_runs.POINTS_CSV_COLUMNS) + "\n")  # a learning-curve CSV is not a rates CSV
+    with pytest.raises(ValueError, match="written by --save-csv"):
+        run("--csv", str(bad))
+
+
 def test_sweep_plot_from_events(runs_dir, tmp_path):
     args = sweep_plot.Args(runs_dir=runs_dir, out=str(tmp_path / "sweep"))
     points = sweep_plot.points_from_runs(args)
