@@ -12,7 +12,7 @@ Writes `<out>.md` (the table, with the runs each column averages and the steps t
 (rates in [0, 1]). The runs must all be of one environment (Classic and the full game have other achievements).
 `--save-csv F` also writes each run's rates (one row per run and achievement) to F, and `--csv F` makes the table
 from such a file instead of the runs: how the table's data is kept in the repository; `--keep-csv-runs` adds this
-machine's runs to the ones F holds (a table whose runs are made a few at a time, on several machines).
+machine's finished runs to the ones F holds (a table whose runs are made a few at a time, on several machines).
 
 Usage:
     python plots/craftax_achievements.py --runs-dir runs --filter env_id=Craftax-Symbolic-v1 --out plots/results/craftax_achievements
@@ -50,7 +50,8 @@ class Args:
     save_csv: Optional[str] = None
     """also write each run's rates (columns RUN_RATES_COLUMNS) to this CSV, to make the table again with --csv"""
     keep_csv_runs: bool = False
-    """with --save-csv: keep the runs the CSV already holds that are not in --runs-dir, and tabulate them all"""
+    """with --save-csv: add the finished runs of --runs-dir to the runs the CSV already holds (one still going is left
+    out, with a note), and tabulate them all"""
 
 RUN_RATES_COLUMNS = ["env_id", "exp_name", "seed", "last_step", "achievement", "rate"]
 
@@ -133,7 +134,8 @@ def main(args):
         if not rows:
             raise ValueError(f"no run in {args.csv!r} passes the filters {filters}")
     else:
-        rows = run_rates(tb_runs.load_runs(args.runs_dir, filters), args.final_frac)
+        runs = tb_runs.load_runs(args.runs_dir, filters)
+        rows = run_rates(tb_runs.finished_runs(runs) if args.keep_csv_runs else runs, args.final_frac)
     if args.save_csv:
         rows = save_rates_csv(rows, args.save_csv, args.keep_csv_runs)
         rows = [row for row in rows if matches(row)]

@@ -15,7 +15,7 @@ exp_name (by default the script's name, e.g. ppo_agalite), averaged over its see
 When one (env, env kwargs, exp_name, seed) has several run directories, the newest is used (with a note).
 Writes `<out>.png` and `<out>.pdf`. `--save-csv F` also writes the drawn points (one row per logged point) to
 F, and `--csv F` draws from such a file instead of the runs: how a figure's data is kept in the repository.
-`--keep-csv-runs` adds this machine's runs to F's (a figure whose runs are made a few at a time, on several machines).
+`--keep-csv-runs` adds this machine's finished runs to F's (a figure whose runs are made a few at a time, on several machines).
 
 Usage:
     python plots/learning_curves.py --runs-dir runs --filter corridor_length=60 --smooth 10 --out plots/results/tmaze_curves
@@ -58,8 +58,8 @@ class Args:
     save_csv: Optional[str] = None
     """also write the drawn runs' points (raw, before smoothing) to this CSV, to redraw the figure with --csv"""
     keep_csv_runs: bool = False
-    """with --save-csv: keep the runs the CSV already holds that are not in --runs-dir (runs of another machine or
-    session), and draw the figure from the whole CSV: a figure whose runs are made a few at a time"""
+    """with --save-csv: add the finished runs of --runs-dir to the runs the CSV already holds (made on another machine
+    or in another session; one still going is left out, with a note) and draw the figure from the whole CSV"""
     out: str = "plots/results/learning_curves"
     """output path without extension: <out>.png and <out>.pdf are written"""
     filter: List[str] = field(default_factory=list)
@@ -100,6 +100,8 @@ def main(args):
         raise ValueError("--smooth must be >= 1 and --num-points >= 2")
     filters = tb_runs.parse_filters(args.filter)
     runs = tb_runs.load_points_csv(args.csv, filters) if args.csv else tb_runs.load_runs(args.runs_dir, filters)
+    if args.keep_csv_runs and not args.csv:
+        runs = tb_runs.finished_runs(runs)
     metrics = [m for m in args.metrics if any(m in r["scalars"] for r in runs)]
     for m in args.metrics:
         if m not in metrics:

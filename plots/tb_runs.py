@@ -176,6 +176,33 @@ def load_runs(root, filters=None, log=print):
     return sorted(newest.values(), key=lambda r: (env_sort_key(r), r["exp_name"], str(r["seed"])))
 
 
+def unfinished(run):
+    """'step S of T' when the run's log stops short of its last iteration (still going, or killed), else None. A run
+    whose hyperparameters do not say its budget, or one that may stop early (--stop-at-success), counts as finished."""
+    hp = run["hparams"]
+    try:
+        batch = int(hp["num_envs"]) * int(hp["num_steps"])
+        last_iteration = int(hp["total_timesteps"]) // batch * batch
+        if float(hp.get("stop_at_success", 0) or 0) > 0:
+            return None
+    except (KeyError, ValueError):
+        return None
+    logged = max((steps[-1] for steps, _ in run["scalars"].values() if len(steps)), default=0)
+    return f"step {int(logged):,} of {last_iteration:,}" if logged < last_iteration else None
+
+
+def finished_runs(runs, log=print):
+    """The runs that reached their last iteration; each one left out is named."""
+    kept = []
+    for run in runs:
+        why = unfinished(run)
+        if why:
+            log(f"note: {run['dir']} is not finished ({why}); left out")
+        else:
+            kept.append(run)
+    return kept
+
+
 POINTS_CSV_COLUMNS = ["env_id", "env_kwargs", "exp_name", "seed", "metric", "step", "value"]
 
 

@@ -35,11 +35,13 @@ def plateau(exp_name, length, seed):
     return base + 0.05 * (seed - 1)
 
 
-def write_run(runs_dir, exp_name, length, seed, unix_time, scale=1.0):
-    """A run as the scripts write it: directory name, hyperparameters table, the charts/ scalars."""
+def write_run(runs_dir, exp_name, length, seed, unix_time, scale=1.0, budget=STEP * POINTS):
+    """A run as the scripts write it: directory name, hyperparameters table, the charts/ scalars (POINTS of them: a
+    `budget` above STEP * POINTS makes a run that is still going)."""
     env_kwargs = json.dumps({"corridor_length": length})
     writer = SummaryWriter(os.path.join(runs_dir, f"TMaze-v0__{exp_name}__{seed}__{unix_time}"))
-    params = {"exp_name": exp_name, "seed": seed, "env_id": "TMaze-v0", "env_kwargs": env_kwargs, "total_timesteps": STEP * POINTS}
+    params = {"exp_name": exp_name, "seed": seed, "env_id": "TMaze-v0", "env_kwargs": env_kwargs, "total_timesteps": budget,
+              "num_envs": 16, "num_steps": 128}  # one iteration: STEP
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in params.items()))
     for i in range(POINTS):
         success = scale * plateau(exp_name, length, seed) * min(1.0, i / 10)  # ramps up, flat from point 10 on
@@ -216,11 +218,14 @@ def test_a_figure_csv_grows_run_by_run_with_keep_csv_runs(tmp_path, capsys):
     for seed in (1, 2):
         write_run(second, "ppo_lstm", 60, seed, 1_700_000_200)
         write_run(every, "ppo_lstm", 60, seed, 1_700_000_200)
+    write_run(second, "ppo_agalite", 60, 3, 1_700_000_200, budget=STEP * (POINTS + 1))  # still going: not added
     points = str(tmp_path / "curves.csv")
     common = ["--smooth", "3", "--metrics", "charts/success_rate", "--out", str(tmp_path / "fig")]
     learning_curves.main(tyro.cli(learning_curves.Args, args=["--runs-dir", first, "--save-csv", points] + common))
     learning_curves.main(tyro.cli(learning_curves.Args, args=["--runs-dir", second, "--save-csv", points, "--keep-csv-runs"] + common))
-    merged = [line for line in capsys.readouterr().out.splitlines() if "final mean" in line][-2:]
+    out = capsys.readouterr().out
+    merged = [line for line in out.splitlines() if "final mean" in line][-2:]
+    assert f"TMaze-v0__ppo_agalite__3__1700000200 is not finished (step {STEP * POINTS:,} of {STEP * (POINTS + 1):,}); left out" in out
     assert_figure_files(str(tmp_path / "fig"))
     with open(points, newline="") as f:
         rows = list(csv.DictReader(f))
