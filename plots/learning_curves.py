@@ -46,6 +46,7 @@ METRIC_LABELS = {
     "charts/episodic_return": "episodic return",
     "charts/success_rate": "success rate",
     "charts/episodic_length": "episode length",
+    "charts/achievements": "share of achievements unlocked",
 }
 
 
