@@ -101,13 +101,8 @@ def save_rates_csv(rows, path, keep_other_runs):
 
 
 def load_rates_csv(path):
-    if not os.path.isfile(path):
-        raise ValueError(f"CSV {path!r} does not exist")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != RUN_RATES_COLUMNS:
-            raise ValueError(f"CSV {path!r} has the columns {reader.fieldnames}, not {RUN_RATES_COLUMNS} (written by --save-csv)")
-        return [{**row, "last_step": int(row["last_step"]), "rate": float(row["rate"])} for row in reader]
+    rows = tb_runs.read_csv_rows(path, RUN_RATES_COLUMNS)
+    return [{**row, "last_step": int(row["last_step"]), "rate": float(row["rate"])} for row in rows]
 
 
 def table(rows):

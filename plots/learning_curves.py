@@ -99,9 +99,11 @@ def main(args):
     """Draws the figure; returns the paths written. Raises ValueError on bad input."""
     if args.smooth < 1 or args.num_points < 2:
         raise ValueError("--smooth must be >= 1 and --num-points >= 2")
+    if args.keep_csv_runs and not (args.save_csv and not args.csv):
+        raise ValueError("--keep-csv-runs adds the runs of --runs-dir to the CSV of --save-csv (and not with --csv)")
     filters = tb_runs.parse_filters(args.filter)
     runs = tb_runs.load_points_csv(args.csv, filters) if args.csv else tb_runs.load_runs(args.runs_dir, filters)
-    if args.keep_csv_runs and not args.csv:
+    if args.keep_csv_runs:
         runs = tb_runs.finished_runs(runs)
     metrics = [m for m in args.metrics if any(m in r["scalars"] for r in runs)]
     for m in args.metrics:
@@ -110,8 +112,6 @@ def main(args):
     if not metrics:
         tags = sorted({t for r in runs for t in r["scalars"]})
         raise ValueError(f"none of the {len(runs)} runs logged any of {args.metrics}; scalar tags present: {tags}")
-    if args.keep_csv_runs and not (args.save_csv and not args.csv):
-        raise ValueError("--keep-csv-runs adds the runs of --runs-dir to the CSV of --save-csv (and not with --csv)")
     if args.save_csv:
         tb_runs.save_points_csv(runs, metrics, args.save_csv, keep_other_runs=args.keep_csv_runs)
         if args.keep_csv_runs:

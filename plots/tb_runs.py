@@ -212,6 +212,17 @@ def run_key(run):
     return (run["env_id"], kwargs, run["exp_name"], str(run["seed"]))
 
 
+def read_csv_rows(path, columns):
+    """The rows (dicts of strings) of a CSV one of the plotting tools wrote with exactly these `columns`."""
+    if not os.path.isfile(path):
+        raise ValueError(f"CSV {path!r} does not exist")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != columns:
+            raise ValueError(f"CSV {path!r} has the columns {reader.fieldnames}, not {columns} (written by --save-csv)")
+        return list(reader)
+
+
 def save_points_csv(runs, metrics, path, keep_other_runs=False):
     """Writes the runs' logged points of `metrics` to `path`, one row per point (columns POINTS_CSV_COLUMNS), so
     that a figure can be drawn again without the run directories (which do not outlive a machine). With
@@ -219,12 +230,8 @@ def save_points_csv(runs, metrics, path, keep_other_runs=False):
     earlier session) are kept, so that a figure's CSV grows run by run; a run among `runs` replaces its old rows."""
     kept = []
     if keep_other_runs and os.path.isfile(path):
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != POINTS_CSV_COLUMNS:
-                raise ValueError(f"CSV {path!r} has the columns {reader.fieldnames}, not {POINTS_CSV_COLUMNS}: not a points CSV to add to")
-            new_keys = {run_key(run) for run in runs}
-            kept = [row for row in reader if (row["env_id"], row["env_kwargs"], row["exp_name"], row["seed"]) not in new_keys]
+        new_keys = {run_key(run) for run in runs}
+        kept = [row for row in read_csv_rows(path, POINTS_CSV_COLUMNS) if (row["env_id"], row["env_kwargs"], row["exp_name"], row["seed"]) not in new_keys]
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -242,16 +249,10 @@ def save_points_csv(runs, metrics, path, keep_other_runs=False):
 def load_points_csv(path, filters=None):
     """Runs as load_runs returns them, read from a CSV save_points_csv wrote; the filters apply to env kwargs,
     env_id, exp_name and seed (the CSV holds no other hyperparameters). Raises ValueError when nothing is left."""
-    if not os.path.isfile(path):
-        raise ValueError(f"CSV {path!r} does not exist")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != POINTS_CSV_COLUMNS:
-            raise ValueError(f"CSV {path!r} has the columns {reader.fieldnames}, not {POINTS_CSV_COLUMNS} (written by --save-csv)")
-        points = {}
-        for row in reader:
-            key = (row["env_id"], row["env_kwargs"], row["exp_name"], row["seed"])
-            points.setdefault(key, {}).setdefault(row["metric"], []).append((float(row["step"]), float(row["value"])))
+    points = {}
+    for row in read_csv_rows(path, POINTS_CSV_COLUMNS):
+        key = (row["env_id"], row["env_kwargs"], row["exp_name"], row["seed"])
+        points.setdefault(key, {}).setdefault(row["metric"], []).append((float(row["step"]), float(row["value"])))
     runs = []
     for (env_id, kwargs, exp_name, seed), metrics in points.items():
         run = {"dir": path, "env_id": env_id, "exp_name": exp_name, "seed": seed, "time": 0, "env_kwargs": parse_env_kwargs(kwargs), "hparams": {}, "scalars": {}}
