@@ -75,13 +75,16 @@ RELEASE_MODEL = {
 HERE = {"mysterypath": "--num-envs 32", "craftax": "--num-envs 64"}
 # Default steps per run: what one run finishes in about 2.5 hours on one core of this 2-core machine, at the eager
 # SPS measured inside runs beside another one (docs/hard_tasks.md): the machines this project's runs are made on are
-# lent for a few hours at a time and do not keep a run directory, so every run must end on the machine it started on
-# (a figure's runs are made two at a time and added to its CSV). Craftax-Symbolic-v1 3M steps (AGaLiTe ~470 SPS:
-# 1.8 h; GTrXL-128 and the LSTM measured before at 381 and 596), Mystery Path 1.5M (GTrXL-128 ~204 SPS: 2.0 h).
-# On a machine that keeps its runs use --budget (the earlier plan: 8M and 5M, about 30 CPU-hours per figure).
-# Checkpoints every K iterations: about every 10 minutes (Mystery Path 4,096 steps per iteration, Craftax 8,192).
+# lent for a few hours at a time and may not keep a run directory, so a run should end on the machine it started on
+# (a figure's runs are made two at a time and added to its CSV). Craftax-Symbolic-v1 3M steps (AGaLiTe ~420 SPS and the
+# LSTM ~450: 1.8-2.0 h; GTrXL-128 ~230: 3.6 h, so its runs take two sessions on a machine that keeps /work/hard),
+# Mystery Path 1.5M (GTrXL-128 ~204 SPS: 2.0 h). On a machine that keeps its runs use --budget (the earlier plan: 8M
+# and 5M, about 30 CPU-hours per figure).
+# Checkpoints every K iterations, about every 3 minutes (Mystery Path 4,096 steps per iteration, Craftax 8,192; a
+# checkpoint is about 35 MB and takes well under a second): a session's end kills its runs without a SIGTERM, so
+# what a run loses there is the time since its last checkpoint.
 BUDGET = {"mysterypath": 1_500_000, "craftax": 3_000_000}
-CHECKPOINT_EVERY = {"mysterypath": 40, "craftax": 30}
+CHECKPOINT_EVERY = {"mysterypath": 10, "craftax": 5}
 # flags that change a run's speed, not what it computes (may change on resumption); the speeds were measured eager
 SPEED_FLAGS = {"agalite": "", "gtrxl": "", "lstm": ""}
 
