@@ -77,7 +77,7 @@ HERE = {"mysterypath": "--num-envs 32", "craftax": "--num-envs 64"}
 # SPS measured inside runs beside another one (docs/hard_tasks.md): the machines this project's runs are made on are
 # lent for a few hours at a time and may not keep a run directory, so a run should end on the machine it started on
 # (a figure's runs are made two at a time and added to its CSV). Craftax-Symbolic-v1 3M steps (AGaLiTe ~420 SPS and the
-# LSTM ~450: 1.8-2.0 h; GTrXL-128 ~230: 3.6 h, so its runs take two sessions on a machine that keeps /work/hard),
+# LSTM ~450: 1.8-2.0 h; GTrXL-128 ~230-270: 3.1-3.6 h, or 517 SPS alone with --threads 2: 1.6 h),
 # Mystery Path 1.5M (GTrXL-128 ~204 SPS: 2.0 h). On a machine that keeps its runs use --budget (the earlier plan: 8M
 # and 5M, about 30 CPU-hours per figure).
 # Checkpoints every K iterations, about every 3 minutes (Mystery Path 4,096 steps per iteration, Craftax 8,192; a
