@@ -212,6 +212,11 @@ def run_key(run):
     return (run["env_id"], kwargs, run["exp_name"], str(run["seed"]))
 
 
+def row_key(row):
+    """The run_key of a points-CSV row."""
+    return (row["env_id"], row["env_kwargs"], row["exp_name"], row["seed"])
+
+
 def read_csv_rows(path, columns):
     """The rows (dicts of strings) of a CSV one of the plotting tools wrote with exactly these `columns`."""
     if not os.path.isfile(path):
@@ -231,7 +236,7 @@ def save_points_csv(runs, metrics, path, keep_other_runs=False):
     kept = []
     if keep_other_runs and os.path.isfile(path):
         new_keys = {run_key(run) for run in runs}
-        kept = [row for row in read_csv_rows(path, POINTS_CSV_COLUMNS) if (row["env_id"], row["env_kwargs"], row["exp_name"], row["seed"]) not in new_keys]
+        kept = [row for row in read_csv_rows(path, POINTS_CSV_COLUMNS) if row_key(row) not in new_keys]
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -251,8 +256,7 @@ def load_points_csv(path, filters=None):
     env_id, exp_name and seed (the CSV holds no other hyperparameters). Raises ValueError when nothing is left."""
     points = {}
     for row in read_csv_rows(path, POINTS_CSV_COLUMNS):
-        key = (row["env_id"], row["env_kwargs"], row["exp_name"], row["seed"])
-        points.setdefault(key, {}).setdefault(row["metric"], []).append((float(row["step"]), float(row["value"])))
+        points.setdefault(row_key(row), {}).setdefault(row["metric"], []).append((float(row["step"]), float(row["value"])))
     runs = []
     for (env_id, kwargs, exp_name, seed), metrics in points.items():
         run = {"dir": path, "env_id": env_id, "exp_name": exp_name, "seed": seed, "time": 0, "env_kwargs": parse_env_kwargs(kwargs), "hparams": {}, "scalars": {}}
