@@ -366,3 +366,24 @@ def test_ppo_lstm_trains_on_craftax_classic_and_logs_achievements(tmp_path):
     assert set(names) <= set(table) and table["collect_wood"] == f"{100 * rates[names.index('collect_wood')][-1]:.1f}"
     csv_rows = (out.with_suffix(".csv")).read_text().splitlines()
     assert csv_rows[0] == "achievement,ppo_lstm" and len(csv_rows) == 1 + len(names) + 1  # + the mean over achievements
+
+
+def test_random_policy_benchmark_gives_the_t_maze_chance_level():
+    """benchmarks/random_policy.py: on the T-Maze a random walk ends at the junction, where a random turn is right half
+    the time; every episode's return is -0.1 per step before the junction plus +4 or -1 there, so the mean return is
+    fixed by the mean length and the success rate. Bad input is one line."""
+    from conftest import load
+
+    random_policy = load("benchmarks/random_policy.py", "random_policy")
+    r = random_policy.random_policy("TMaze-v0", 200, num_envs=4, seed=0, env_kwargs='{"corridor_length": 2}')
+    assert r["episodes"] == 200
+    assert 0.35 < r["success_rate"] < 0.65
+    assert r["episodic_length"] >= 3  # at least 2 moves right and the turn
+    expected = -0.1 * (r["episodic_length"] - 1) + 5 * r["success_rate"] - 1
+    assert abs(r["episodic_return"] - expected) < 1e-4  # episode returns are float32 sums
+    with pytest.raises(ValueError, match="must be positive"):
+        random_policy.random_policy("TMaze-v0", 0)
+    done = subprocess.run([sys.executable, "benchmarks/random_policy.py", "--env-id", "Nope-v0"], capture_output=True,
+                          text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode != 0 and done.stderr.strip().startswith("error: unknown env id")
+    assert "Traceback" not in done.stderr
