@@ -75,6 +75,9 @@ class Args:
     """confidence interval of the mean over seeds: percentile bootstrap or Student t (both 95%)"""
     n_boot: int = 2000
     """bootstrap resamples"""
+    labels: List[str] = field(default_factory=list)
+    """legend names, exp_name=name pairs: --labels craftax_here_agalite=AGaLiTe craftax_here_lstm=LSTM (an exp_name
+    without one keeps its own)"""
 
 
 def line_over_seeds(runs, metric, smooth_window, num_points, ci, n_boot):
@@ -101,6 +104,9 @@ def main(args):
         raise ValueError("--smooth must be >= 1 and --num-points >= 2")
     if args.keep_csv_runs and not (args.save_csv and not args.csv):
         raise ValueError("--keep-csv-runs adds the runs of --runs-dir to the CSV of --save-csv (and not with --csv)")
+    labels = dict(pair.split("=", 1) for pair in args.labels if "=" in pair)
+    if len(labels) != len(args.labels):
+        raise ValueError(f"--labels takes exp_name=name pairs, got {args.labels}")
     filters = tb_runs.parse_filters(args.filter)
     runs = tb_runs.load_points_csv(args.csv, filters) if args.csv else tb_runs.load_runs(args.runs_dir, filters)
     if args.keep_csv_runs:
@@ -119,6 +125,9 @@ def main(args):
 
     envs = list(dict.fromkeys(tb_runs.env_label(r) for r in runs))  # in load_runs' order: corridor 10, 60, 120
     exp_names = sorted({r["exp_name"] for r in runs})
+    unknown = sorted(set(labels) - set(exp_names))
+    if unknown:
+        raise ValueError(f"--labels names exp_names no run has: {unknown}; the runs' exp_names: {exp_names}")
     colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(exp_names)}
     styles = {name: ["-", "--", "-.", ":"][i % 4] for i, name in enumerate(exp_names)}  # lines that coincide stay visible
     fig, axes = plt.subplots(len(envs), len(metrics), figsize=(5.5 * len(metrics), 3.8 * len(envs)), squeeze=False)
@@ -132,7 +141,7 @@ def main(args):
                 if line is None:
                     continue
                 drawn += 1
-                label = f"{name} (n={line['n']})"
+                label = f"{labels.get(name, name)} (n={line['n']})"
                 print(f"{env} | {metric} | {label}: final mean {line['mean'][-1]:.3f} at step {int(line['grid'][-1])}")
                 if line["cut"]:
                     print(f"note: {env} | {name}: the seeds end at different steps; the line stops where the shortest ends")

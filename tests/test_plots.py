@@ -178,6 +178,16 @@ def test_learning_curves(runs_dir, tmp_path, capsys):
     with pytest.raises(ValueError, match="logged any of"):
         learning_curves.main(learning_curves.Args(runs_dir=runs_dir, metrics=["charts/missing"], out=out2))
 
+    # --labels renames an exp_name in the legend (and the printed lines); a name no run has, or no "=", is an error
+    args = tyro.cli(learning_curves.Args, args=["--runs-dir", runs_dir, "--filter", "corridor_length=60", "--labels", "ppo_lstm=LSTM-600", "--out", out2])
+    learning_curves.main(args)
+    printed = capsys.readouterr().out
+    assert "| charts/success_rate | LSTM-600 (n=2): final mean 0.325" in printed and "| ppo_agalite (n=2)" in printed
+    with pytest.raises(ValueError, match="no run has: \\['ppo_lsmt'\\]"):
+        learning_curves.main(learning_curves.Args(runs_dir=runs_dir, labels=["ppo_lsmt=LSTM"], out=out2))
+    with pytest.raises(ValueError, match="exp_name=name pairs"):
+        learning_curves.main(learning_curves.Args(runs_dir=runs_dir, labels=["LSTM"], out=out2))
+
 
 def test_learning_curves_from_saved_csv(runs_dir, tmp_path, capsys):
     """--save-csv keeps the drawn points; --csv draws the same lines from them (the runs need not exist)."""
